@@ -1,0 +1,143 @@
+//! The one error type of the crate.
+
+use std::time::Duration;
+
+/// Everything that can go wrong with a future, a wait or an executor.
+///
+/// The enum is `#[non_exhaustive]`: match the variants you care about and
+/// keep a `_` arm. Every variant is cheap to clone, so a finished future can
+/// hand out its error as many times as it is asked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The future was cancelled before it ran (or, with
+    /// [`Future::abort`](crate::Future::abort), while it ran).
+    #[error("the future was cancelled")]
+    Cancelled,
+
+    /// A wait ran out of time. `unfinished` of the `total` futures waited on
+    /// were still not done; the futures themselves stay usable.
+    #[error("timed out: {unfinished} (of {total}) futures unfinished")]
+    Timeout {
+        /// How many of the futures were not done when the time ran out.
+        unfinished: usize,
+        /// How many futures the wait was for.
+        total: usize,
+    },
+
+    /// The task panicked. The worker that ran it survives.
+    #[error("task panicked{}: {message}", location.as_deref().map(|l| format!(" at {l}")).unwrap_or_default())]
+    Panicked {
+        /// The panic message (the payload, when it is a string).
+        message: String,
+        /// `file:line:column` of the panic, when known.
+        location: Option<String>,
+        /// The backtrace captured where the task panicked, when available.
+        backtrace: Option<String>,
+    },
+
+    /// The pool can no longer run tasks, for example because a worker's
+    /// initializer failed. The reason says why.
+    #[error("the pool is broken: {0}")]
+    BrokenPool(String),
+
+    /// The executor was shut down before the task could be submitted.
+    #[error("cannot submit: the executor has been shut down")]
+    ShutDown,
+
+    /// An argument was out of range (a zero size, for example).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+
+    /// An operation did not fit the future's state, such as completing a
+    /// future twice.
+    #[error("invalid state: {0}")]
+    InvalidState(String),
+
+    /// The [`Promise`](crate::Promise) was dropped without completing its
+    /// future, so no value will ever come.
+    #[error("the promise was dropped without completing its future")]
+    Abandoned,
+
+    // ---- errors of tasks that run outside this process -------------------
+    /// The task ran longer than the executor's per-task timeout; the worker
+    /// running it was stopped.
+    #[error("task exceeded its timeout of {0:?} and its worker was stopped")]
+    TaskTimeout(Duration),
+
+    /// The worker process running the task died. `cause` names the exit code
+    /// or the signal.
+    #[error("worker process {pid} died while running the task: {cause}")]
+    WorkerDied {
+        /// The process id of the dead worker.
+        pid: u32,
+        /// How it ended, e.g. `exit code 3` or `signal 9 (SIGKILL)`.
+        cause: String,
+    },
+
+    /// No task of this name is registered in the program.
+    #[error("unknown task {0:?}: it is not registered in this program")]
+    UnknownTask(String),
+
+    /// Arguments or a result could not be serialized or deserialized.
+    #[error("serialization failed: {0}")]
+    Serialization(String),
+
+    /// The bytes exchanged with a worker did not follow the wire protocol.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+
+    /// A registered task was named with argument or result types other than
+    /// the ones it was registered with (their fingerprints differ).
+    #[error(
+        "task {task:?} was registered with other argument or result types \
+         (fingerprint {expected:#018x}, used as {found:#018x})"
+    )]
+    TaskTypeMismatch {
+        /// The task's stable name.
+        task: String,
+        /// The fingerprint of the registered function.
+        expected: u64,
+        /// The fingerprint of the types it was used with.
+        found: u64,
+    },
+}
+
+impl Error {
+    /// True for [`Error::Timeout`].
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Error::Timeout { .. })
+    }
+
+    /// True for [`Error::Cancelled`].
+    pub fn is_cancelled(&self) -> bool {
+        matches!(self, Error::Cancelled)
+    }
+
+    pub(crate) fn timeout(unfinished: usize, total: usize) -> Error {
+        Error::Timeout { unfinished, total }
+    }
+
+    /// Turns a caught panic payload into [`Error::Panicked`].
+    pub(crate) fn from_panic(payload: Box<dyn std::any::Any + Send>) -> Error {
+        Error::Panicked {
+            message: panic_message(payload.as_ref()),
+            location: None,
+            backtrace: None,
+        }
+    }
+}
+
+/// The text of a panic payload: the `&str` or `String` it carries.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "Box<dyn Any>".to_owned()
+    }
+}
+
+/// The crate's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,352 @@
+//! [`Future`]: the handle to a result that will exist later, and
+//! [`Promise`]: the side that provides it.
+//!
+//! A future moves through the states of [`State`]; see the `state` module for
+//! the machine and its guarantees. A future is also a
+//! [`std::future::Future`], so `async` code can `.await` it.
+
+mod promise;
+pub(crate) mod state;
+
+use std::cell::UnsafeCell;
+use std::fmt;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+pub use promise::Promise;
+use state::{CANCELLED, FINISHED, Header, PENDING, RUNNING};
+
+use crate::Error;
+use crate::sync::Arc;
+
+/// Where a future is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum State {
+    /// Submitted, not started; [`Future::cancel`] still works.
+    Pending,
+    /// A worker is running it.
+    Running,
+    /// Cancelled before it ran (or aborted while it ran). Done.
+    Cancelled,
+    /// Ran to the end, with a value or an error. Done.
+    Finished,
+}
+
+/// The shared block behind a future and its promise: the state machine and
+/// the value slot.
+pub(crate) struct Core<T> {
+    header: Header,
+    /// Written once, under the header's lock, before `FINISHED` is
+    /// published; after that only read, until the one owning [`Future`]
+    /// takes it out once the future is settled.
+    value: UnsafeCell<Option<Result<T, Error>>>,
+}
+
+// SAFETY: the value is moved in by the promise (so `T: Send`) and then only
+// reached through the owning `Future`'s handle. The only other reader is a
+// done callback, which `add_done_callback` allows only for `T: Sync`. All
+// writes happen under the header's lock before the state that makes the value
+// visible is published with Release ordering.
+unsafe impl<T: Send> Send for Core<T> {}
+// SAFETY: as above; `&Core<T>` exposes `&T` only through `Future<T>`, whose
+// own `Sync` requires `T: Sync`.
+unsafe impl<T: Send> Sync for Core<T> {}
+
+impl<T> Core<T> {
+    fn new() -> Core<T> {
+        Core {
+            header: Header::new(),
+            value: UnsafeCell::new(None),
+        }
+    }
+
+    /// Stores the outcome and finishes the future.
+    pub(crate) fn complete(&self, outcome: Result<T, Error>) -> Result<(), Error> {
+        let failed = outcome.is_err();
+        self.header.finish(failed, || {
+            // SAFETY: `finish` calls this under the lock and only while the
+            // future is pending or running, when nobody reads the slot.
+            unsafe { *self.value.get() = Some(outcome) }
+        })
+    }
+
+    pub(crate) fn header(&self) -> &Header {
+        &self.header
+    }
+}
+
+/// The result of a task that runs (or will run) elsewhere.
+///
+/// Obtained from an executor's `submit`, from [`Promise::new`], or from a
+/// scope. A `Future` is the one owner of its result: [`result`](Self::result)
+/// borrows it, [`into_result`](Self::into_result) (or `.await`) takes it. To
+/// share a future between threads, share a reference (`&Future`, `Arc<Future>`);
+/// all its methods take `&self`.
+///
+/// Dropping a `Future` does not cancel the task; call [`cancel`](Self::cancel)
+/// for that.
+pub struct Future<T> {
+    core: Arc<Core<T>>,
+    /// `Core<T>` is `Sync` for any `T: Send`; the handle must only be `Sync`
+    /// when `T` is, because it hands out `&T`.
+    _value: PhantomData<T>,
+}
+
+impl<T> Unpin for Future<T> {}
+
+impl<T> Future<T> {
+    fn from_core(core: Arc<Core<T>>) -> Future<T> {
+        Future {
+            core,
+            _value: PhantomData,
+        }
+    }
+
+    fn header(&self) -> &Header {
+        &self.core.header
+    }
+
+    /// The current state.
+    pub fn state(&self) -> State {
+        match self.header().state() {
+            PENDING => State::Pending,
+            RUNNING => State::Running,
+            CANCELLED => State::Cancelled,
+            _ => State::Finished,
+        }
+    }
+
+    /// Cancels the task if it has not started.
+    ///
+    /// Returns `true` if the future is now cancelled (also when it already
+    /// was), `false` if it is running or finished; a running task is never
+    /// interrupted by `cancel` (see [`abort`](Self::abort)). Cancelling wakes
+    /// every waiter and runs the done callbacks in this thread.
+    pub fn cancel(&self) -> bool {
+        self.header().cancel()
+    }
+
+    /// Like [`cancel`](Self::cancel), but a *running* task is stopped too if
+    /// its executor can stop it (the process pool kills and replaces the
+    /// worker running it; threads cannot be stopped, so a running thread-pool
+    /// task returns `false`). Returns `true` if the future ended cancelled.
+    pub fn abort(&self) -> bool {
+        self.header().abort()
+    }
+
+    /// True if the future was cancelled.
+    pub fn cancelled(&self) -> bool {
+        self.header().state() == CANCELLED
+    }
+
+    /// True while a worker runs the task.
+    pub fn running(&self) -> bool {
+        self.header().state() == RUNNING
+    }
+
+    /// True if the future is cancelled or finished.
+    pub fn done(&self) -> bool {
+        self.header().done()
+    }
+
+    /// Blocks until the future is done.
+    pub fn wait(&self) {
+        self.header().wait(None, false);
+    }
+
+    /// Blocks until the future is done or `timeout` has passed; returns
+    /// whether it is done.
+    pub fn wait_timeout(&self, timeout: Duration) -> bool {
+        self.header().wait(deadline(timeout), false)
+    }
+
+    /// Blocks until the task has finished and returns its value, or its error:
+    /// [`Error::Cancelled`] if cancelled, [`Error::Panicked`] if it panicked,
+    /// and so on.
+    pub fn result(&self) -> Result<&T, Error> {
+        self.wait();
+        self.read()
+    }
+
+    /// Like [`result`](Self::result), waiting at most `timeout`. On timeout it
+    /// returns [`Error::Timeout`] and the future stays usable: call again
+    /// later. A zero timeout polls.
+    pub fn result_timeout(&self, timeout: Duration) -> Result<&T, Error> {
+        if !self.wait_timeout(timeout) {
+            return Err(Error::timeout(1, 1));
+        }
+        self.read()
+    }
+
+    /// Blocks until the task has finished and moves its value out.
+    pub fn into_result(mut self) -> Result<T, Error> {
+        self.header().wait(None, true);
+        self.take()
+    }
+
+    /// The task's error, if it failed, after waiting for it to finish:
+    /// `Ok(None)` if it produced a value, `Ok(Some(error))` if it failed, and
+    /// `Err(Error::Cancelled)` if it was cancelled.
+    pub fn exception(&self) -> Result<Option<Error>, Error> {
+        self.wait();
+        self.read_exception()
+    }
+
+    /// Like [`exception`](Self::exception), waiting at most `timeout`
+    /// ([`Error::Timeout`] otherwise).
+    pub fn exception_timeout(&self, timeout: Duration) -> Result<Option<Error>, Error> {
+        if !self.wait_timeout(timeout) {
+            return Err(Error::timeout(1, 1));
+        }
+        self.read_exception()
+    }
+
+    fn read(&self) -> Result<&T, Error> {
+        if self.header().state() == CANCELLED {
+            return Err(Error::Cancelled);
+        }
+        debug_assert_eq!(self.header().state(), FINISHED);
+        // SAFETY: the future is finished (Acquire load above), so the slot
+        // was written and is only read until taken, which needs `&mut self`
+        // or `self`.
+        match unsafe { &*self.core.value.get() } {
+            Some(Ok(value)) => Ok(value),
+            Some(Err(error)) => Err(error.clone()),
+            None => Err(taken()),
+        }
+    }
+
+    fn read_exception(&self) -> Result<Option<Error>, Error> {
+        match self.read() {
+            Ok(_) => Ok(None),
+            Err(Error::Cancelled) => Err(Error::Cancelled),
+            Err(error) => Ok(Some(error)),
+        }
+    }
+
+    /// Moves the outcome out of a settled future.
+    fn take(&mut self) -> Result<T, Error> {
+        debug_assert!(self.header().settled());
+        if self.header().state() == CANCELLED {
+            return Err(Error::Cancelled);
+        }
+        // SAFETY: settled means finished and no done callback still borrows
+        // the value; `&mut self` excludes borrows through this handle, and no
+        // other handle reads the value any more.
+        unsafe { (*self.core.value.get()).take() }.unwrap_or_else(|| Err(taken()))
+    }
+}
+
+impl<T: Send + Sync + 'static> Future<T> {
+    /// Calls `callback` with this future once it is done (finished or
+    /// cancelled).
+    ///
+    /// Callbacks run once each, in the order they were added, in the thread
+    /// that completes the future; if the future is already done, `callback`
+    /// runs at once in this thread. A panicking callback is reported on
+    /// stderr and the remaining callbacks still run. Taking the value out
+    /// ([`into_result`](Self::into_result), `.await`) waits until the
+    /// callbacks have run, since they may borrow it.
+    pub fn add_done_callback<F>(&self, callback: F)
+    where
+        F: FnOnce(&Future<T>) + Send + 'static,
+    {
+        let handle = Future::from_core(Arc::clone(&self.core));
+        let bound: state::Callback = Box::new(move || callback(&handle));
+        if let Some(bound) = self.header().add_callback(bound) {
+            state::run_callback(bound);
+        }
+    }
+}
+
+fn taken() -> Error {
+    Error::InvalidState("the value was already taken out of the future".into())
+}
+
+pub(crate) fn deadline(timeout: Duration) -> Option<Instant> {
+    // A timeout too large to represent is no deadline at all.
+    Instant::now().checked_add(timeout)
+}
+
+impl<T> std::future::Future for Future<T> {
+    type Output = Result<T, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        match this.header().poll_settled(cx) {
+            Poll::Ready(()) => Poll::Ready(this.take()),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<T> fmt::Debug for Future<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Future")
+            .field("state", &self.state())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Anything `wait` and `as_completed` can wait on: a [`Future`] of any value
+/// type, a reference to one, or a boxed or shared one. Mix futures of
+/// different types through `&dyn Waitable`.
+///
+/// The trait is sealed: futures come from this crate (make your own with
+/// [`Promise`]).
+pub trait Waitable: sealed::HasHeader {
+    /// True if the future is cancelled or finished.
+    fn is_done(&self) -> bool {
+        self.header().done()
+    }
+
+    /// True if the future was cancelled.
+    fn is_cancelled(&self) -> bool {
+        self.header().state() == CANCELLED
+    }
+
+    /// Cancels the future if it has not started (see [`Future::cancel`]).
+    fn cancel_task(&self) -> bool {
+        self.header().cancel()
+    }
+}
+
+pub(crate) mod sealed {
+    use super::Header;
+
+    /// Gives `wait` and `as_completed` the type-erased state of a future.
+    pub trait HasHeader {
+        #[doc(hidden)]
+        fn header(&self) -> &Header;
+    }
+}
+
+impl<T> sealed::HasHeader for Future<T> {
+    fn header(&self) -> &Header {
+        &self.core.header
+    }
+}
+impl<T> Waitable for Future<T> {}
+
+impl<W: Waitable + ?Sized> sealed::HasHeader for &W {
+    fn header(&self) -> &Header {
+        (**self).header()
+    }
+}
+impl<W: Waitable + ?Sized> Waitable for &W {}
+
+impl<W: Waitable + ?Sized> sealed::HasHeader for Box<W> {
+    fn header(&self) -> &Header {
+        (**self).header()
+    }
+}
+impl<W: Waitable + ?Sized> Waitable for Box<W> {}
+
+impl<W: Waitable + ?Sized> sealed::HasHeader for std::sync::Arc<W> {
+    fn header(&self) -> &Header {
+        (**self).header()
+    }
+}
+impl<W: Waitable + ?Sized> Waitable for std::sync::Arc<W> {}

@@ -1,0 +1,106 @@
+//! The completing side of a future.
+
+use std::fmt;
+
+use super::{Core, Future};
+use crate::Error;
+use crate::sync::Arc;
+
+/// The writing end of a [`Future`]: whoever holds it runs the task (or
+/// obtains the value some other way) and completes the future.
+///
+/// This is what executors are made of, and it lets anyone complete a future by
+/// hand (Python's `Future()` with `set_result`).
+///
+/// Completing twice, or completing a cancelled future, is an
+/// [`Error::InvalidState`], never a silent overwrite. A promise dropped
+/// without completing its future fails it with [`Error::Abandoned`], so no
+/// waiter can hang on a task that will never run.
+///
+/// ```
+/// use concurrent_futures::Promise;
+///
+/// let (promise, future) = Promise::new();
+/// std::thread::spawn(move || {
+///     if promise.set_running() {
+///         promise.set_result(6 * 7).unwrap();
+///     }
+/// });
+/// assert_eq!(future.result(), Ok(&42));
+/// ```
+pub struct Promise<T> {
+    core: Arc<Core<T>>,
+}
+
+impl<T> Promise<T> {
+    /// A new pending future and the promise that completes it.
+    #[allow(clippy::new_ret_no_self)]
+    pub fn new() -> (Promise<T>, Future<T>) {
+        let core = Arc::new(Core::new());
+        let future = Future::from_core(Arc::clone(&core));
+        (Promise { core }, future)
+    }
+
+    /// Marks the future running, just before the task starts. Returns `false`
+    /// if the future was cancelled (or is no longer pending): then the task
+    /// must not run. Python's `set_running_or_notify_cancel`.
+    pub fn set_running(&self) -> bool {
+        self.core.header().set_running()
+    }
+
+    /// Finishes the future with a value.
+    pub fn set_result(&self, value: T) -> Result<(), Error> {
+        self.core.complete(Ok(value))
+    }
+
+    /// Finishes the future with an error.
+    pub fn set_error(&self, error: Error) -> Result<(), Error> {
+        self.core.complete(Err(error))
+    }
+
+    /// Finishes the future with a value or an error.
+    pub fn set_outcome(&self, outcome: Result<T, Error>) -> Result<(), Error> {
+        self.core.complete(outcome)
+    }
+
+    /// Cancels the future if it is still pending (executors use this to
+    /// cancel queued work). Same result as [`Future::cancel`].
+    pub fn cancel(&self) -> bool {
+        self.core.header().cancel()
+    }
+
+    /// True if the future was cancelled.
+    pub fn is_cancelled(&self) -> bool {
+        self.core.header().state() == super::state::CANCELLED
+    }
+
+    /// True if the future is finished or cancelled.
+    pub fn is_done(&self) -> bool {
+        self.core.header().done()
+    }
+
+    /// Installs what [`Future::abort`] does to a *running* future: the future
+    /// is first marked cancelled (waking every waiter), then `handler` runs,
+    /// and must stop the work. Ignored once the future is done.
+    pub fn set_abort_handler(&self, handler: impl FnOnce() + Send + 'static) {
+        self.core.header().set_abort_handler(Box::new(handler));
+    }
+}
+
+impl<T> Drop for Promise<T> {
+    fn drop(&mut self) {
+        if !self.core.header().done() {
+            // Another thread may finish or cancel it meanwhile; then this
+            // fails with InvalidState, which is what we want.
+            let _ = self.core.complete(Err(Error::Abandoned));
+        }
+    }
+}
+
+impl<T> fmt::Debug for Promise<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Promise")
+            .field("done", &self.is_done())
+            .finish_non_exhaustive()
+    }
+}

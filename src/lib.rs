@@ -1,0 +1,48 @@
+//! Python's `concurrent.futures`, in Rust, and better.
+//!
+//! One uniform model over threads and processes:
+//!
+//! - a [`Future`] is the result of a task that runs elsewhere: it can be
+//!   waited on (with or without a timeout), cancelled while pending, given
+//!   done callbacks, and `.await`ed from async code;
+//! - [`wait`] and [`as_completed`] wait on many futures at once, of any value
+//!   types and from any executors;
+//! - [`ThreadPoolExecutor`] runs closures on a pool of threads (I/O-bound
+//!   work, shared memory); the process pool runs registered functions in
+//!   worker processes (CPU-bound work, crash isolation);
+//! - a [`Promise`] completes a future by hand, so anyone can write an
+//!   executor.
+//!
+//! The seed's thread-pool example, line for line:
+//!
+//! ```
+//! use concurrent_futures::ThreadPoolExecutor;
+//!
+//! fn task(n: u64) -> u64 {
+//!     n * n
+//! }
+//!
+//! let executor = ThreadPoolExecutor::new(4).unwrap();
+//! let futures: Vec<_> = (0..10).map(|i| executor.submit(move || task(i)).unwrap()).collect();
+//! let results: Vec<u64> = futures.into_iter().map(|f| f.into_result().unwrap()).collect();
+//! println!("{results:?}");
+//! # assert_eq!(results, [0, 1, 4, 9, 16, 25, 36, 49, 64, 81]);
+//! ```
+//!
+//! Where this crate goes beyond Python: a cancelled future never makes
+//! `wait` or `as_completed` hang; one failing item does not end `map`;
+//! leaving a pool's scope by panic cancels the queued work instead of running
+//! it; scoped tasks may borrow from the stack; futures are awaitable.
+
+pub mod error;
+pub mod future;
+pub mod map;
+mod sync;
+pub mod thread_pool;
+pub mod wait;
+
+pub use error::{Error, Result};
+pub use future::{Future, Promise, State, Waitable};
+pub use map::{Map, MapOptions};
+pub use thread_pool::{Scope, ThreadPoolBuilder, ThreadPoolExecutor};
+pub use wait::{AsCompleted, ReturnWhen, Waited, as_completed, wait};

@@ -1,0 +1,241 @@
+//! `map`: one task per input item (or per chunk of items), results in input
+//! order, shared by every executor.
+//!
+//! Each item is its own result: a panicking item yields its error and the
+//! iteration goes on (unlike Python, where the first exception ends `map`).
+//! Dropping the iterator cancels every submitted chunk that has not started.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use crate::future::deadline;
+use crate::{Error, Future};
+
+/// Options for `map_with`: a deadline, bounded submission, and batching.
+///
+/// ```
+/// use concurrent_futures::{MapOptions, ThreadPoolExecutor};
+/// use std::time::Duration;
+///
+/// let pool = ThreadPoolExecutor::new(2).unwrap();
+/// // An infinite input is fine with a buffersize: only 8 chunks are ever
+/// // submitted ahead of the consumer.
+/// let opts = MapOptions::new().buffersize(8).chunksize(4).timeout(Duration::from_secs(60));
+/// let squares: Vec<u64> = pool
+///     .map_with(|n: u64| n * n, 0.., opts)
+///     .unwrap()
+///     .take(5)
+///     .map(Result::unwrap)
+///     .collect();
+/// assert_eq!(squares, [0, 1, 4, 9, 16]);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MapOptions {
+    timeout: Option<Duration>,
+    buffersize: Option<usize>,
+    chunksize: usize,
+}
+
+impl Default for MapOptions {
+    fn default() -> Self {
+        MapOptions {
+            timeout: None,
+            buffersize: None,
+            chunksize: 1,
+        }
+    }
+}
+
+impl MapOptions {
+    /// No timeout, no buffersize (everything is submitted at once), chunks of
+    /// one item.
+    pub fn new() -> MapOptions {
+        MapOptions::default()
+    }
+
+    /// A deadline for the whole iteration, measured from the `map` call. When
+    /// it passes, the iterator yields one [`Error::Timeout`], cancels what is
+    /// left, and ends.
+    pub fn timeout(mut self, timeout: Duration) -> MapOptions {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Submit at most `n` chunks ahead of the consumer instead of the whole
+    /// input at once; this makes an infinite input work in constant memory.
+    /// Zero is an error.
+    pub fn buffersize(mut self, n: usize) -> MapOptions {
+        self.buffersize = Some(n);
+        self
+    }
+
+    /// Items per task (per message, for the process pool). Zero is an error.
+    pub fn chunksize(mut self, n: usize) -> MapOptions {
+        self.chunksize = n;
+        self
+    }
+
+    /// The chunk size.
+    pub fn get_chunksize(&self) -> usize {
+        self.chunksize
+    }
+
+    /// Checks the sizes: [`Error::InvalidArgument`] for a zero.
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.chunksize == 0 {
+            return Err(Error::InvalidArgument("chunksize must be at least 1".into()));
+        }
+        if self.buffersize == Some(0) {
+            return Err(Error::InvalidArgument("buffersize must be at least 1".into()));
+        }
+        Ok(())
+    }
+}
+
+/// The future of one chunk: one result per item.
+pub type ChunkFuture<T> = Future<Vec<Result<T, Error>>>;
+
+/// Submits the next chunk: `None` once the input is exhausted, else the
+/// number of items in the chunk and its future (or why it could not be
+/// submitted).
+pub type ChunkSource<'a, T> = Box<dyn FnMut() -> Option<Result<(usize, ChunkFuture<T>), Error>> + 'a>;
+
+/// The iterator returned by `map`: one `Result` per input item, in input
+/// order.
+pub struct Map<'a, T> {
+    source: ChunkSource<'a, T>,
+    buffer: VecDeque<(usize, ChunkFuture<T>)>,
+    current: std::vec::IntoIter<Result<T, Error>>,
+    /// Failures of a whole chunk (cancelled, worker died), one per item.
+    repeat: Option<(Error, usize)>,
+    deadline: Option<Instant>,
+    bounded: bool,
+    submitted: usize,
+    finished: bool,
+}
+
+impl<'a, T> Map<'a, T> {
+    /// Validates `options` and submits the first chunks: all of them without
+    /// a buffersize, `buffersize` of them with one. Executors build their
+    /// `map` on this.
+    pub fn new(options: &MapOptions, mut source: ChunkSource<'a, T>) -> Result<Map<'a, T>, Error> {
+        options.validate()?;
+        let deadline = options.timeout.and_then(deadline);
+        let mut buffer = VecDeque::new();
+        let limit = options.buffersize.unwrap_or(usize::MAX);
+        let mut submitted = 0;
+        while buffer.len() < limit {
+            match source() {
+                None => break,
+                Some(Ok((n, future))) => {
+                    submitted += n;
+                    buffer.push_back((n, future));
+                }
+                Some(Err(e)) => {
+                    for (_, f) in &buffer {
+                        f.cancel();
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(Map {
+            source,
+            buffer,
+            current: Vec::new().into_iter(),
+            repeat: None,
+            deadline,
+            bounded: options.buffersize.is_some(),
+            submitted,
+            finished: false,
+        })
+    }
+
+    fn refill(&mut self) {
+        if !self.bounded {
+            return;
+        }
+        match (self.source)() {
+            None => {}
+            Some(Ok((n, future))) => {
+                self.submitted += n;
+                self.buffer.push_back((n, future));
+            }
+            // The pool went away under us: report it in order, as the
+            // result of the items that could not be submitted.
+            Some(Err(e)) => self.repeat_after_buffer(e),
+        }
+    }
+
+    fn repeat_after_buffer(&mut self, error: Error) {
+        let (promise, future) = crate::Promise::new();
+        let _ = promise.set_error(error);
+        self.buffer.push_back((1, future));
+        self.bounded = false;
+    }
+
+    fn cancel_all(&mut self) {
+        for (_, f) in self.buffer.drain(..) {
+            f.cancel();
+        }
+        self.finished = true;
+    }
+}
+
+impl<T> Iterator for Map<'_, T> {
+    type Item = Result<T, Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(item) = self.current.next() {
+                return Some(item);
+            }
+            if let Some((error, left)) = &mut self.repeat {
+                *left -= 1;
+                let error = error.clone();
+                if *left == 0 {
+                    self.repeat = None;
+                }
+                return Some(Err(error));
+            }
+            if self.finished {
+                return None;
+            }
+            let Some((n, future)) = self.buffer.pop_front() else {
+                self.finished = true;
+                return None;
+            };
+            self.refill();
+            if let Some(deadline) = self.deadline {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if !future.wait_timeout(left) {
+                    future.cancel();
+                    let unfinished = n + self.buffer.iter().map(|(n, _)| n).sum::<usize>();
+                    let total = self.submitted;
+                    self.cancel_all();
+                    return Some(Err(Error::timeout(unfinished, total)));
+                }
+            }
+            match future.into_result() {
+                Ok(results) => self.current = results.into_iter(),
+                Err(error) => self.repeat = Some((error, n)),
+            }
+        }
+    }
+}
+
+impl<T> Drop for Map<'_, T> {
+    fn drop(&mut self) {
+        self.cancel_all();
+    }
+}
+
+impl<T> fmt::Debug for Map<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Map")
+            .field("chunks_in_flight", &self.buffer.len())
+            .field("submitted_items", &self.submitted)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,212 @@
+//! The task registry: functions that run outside this process, by stable name.
+//!
+//! A function marked [`#[task]`](crate::task) is registered at link time
+//! (no life-before-main, no runtime initialisation) under the name
+//! `module::path::fn_name`, with a fingerprint of its argument and result
+//! types. Worker processes only ever run registered functions, found by that
+//! name and checked against that fingerprint, so bytes read from a pipe or a
+//! socket can never make a worker jump to an arbitrary address. Every backend
+//! that runs tasks outside the process (today the
+//! [`ProcessPoolExecutor`](crate::ProcessPoolExecutor)) shares this registry
+//! and the [`wire`](crate::wire) protocol.
+//!
+//! Tasks are submitted by passing the function itself: the pool finds its
+//! registration through the function's type. A function of one argument takes
+//! that argument, a function of several takes a tuple, a function of none
+//! takes `()`; see [`TaskFn`].
+
+use std::any::TypeId;
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::Error;
+use crate::wire::RemoteError;
+
+/// One registered task, as the `#[task]` macro writes it. Not for direct use.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct TaskEntry {
+    /// The stable name: `module::path::fn_name`.
+    pub name: &'static str,
+    /// The `TypeId` of the function item, how `submit(f, ..)` finds it.
+    pub type_id: fn() -> TypeId,
+    /// The fingerprint of the argument and result types.
+    pub fingerprint: fn() -> u64,
+    /// Decodes the arguments, calls the function and encodes its result.
+    pub invoke: fn(&[u8]) -> Result<Vec<u8>, RemoteError>,
+}
+
+/// Every task registered in the program, gathered by the linker.
+#[doc(hidden)]
+#[linkme::distributed_slice]
+#[linkme(crate = linkme)]
+pub static TASKS: [TaskEntry];
+
+struct Index {
+    by_type: HashMap<TypeId, &'static TaskEntry>,
+    by_name: HashMap<&'static str, &'static TaskEntry>,
+}
+
+fn index() -> &'static Index {
+    static INDEX: OnceLock<Index> = OnceLock::new();
+    INDEX.get_or_init(|| {
+        let mut by_type = HashMap::new();
+        let mut by_name = HashMap::new();
+        for entry in TASKS.iter() {
+            by_type.insert((entry.type_id)(), entry);
+            // Two tasks of one name (which needs two `#[task]` functions
+            // of the same name in one module, e.g. inside function bodies):
+            // the first wins; the fingerprint check catches a type mismatch.
+            by_name.entry(entry.name).or_insert(entry);
+        }
+        Index { by_type, by_name }
+    })
+}
+
+/// The names of every task registered in this program, sorted.
+pub fn task_names() -> Vec<&'static str> {
+    let mut names: Vec<_> = index().by_name.keys().copied().collect();
+    names.sort_unstable();
+    names
+}
+
+/// Looks a task up by its stable name (what a worker does).
+#[doc(hidden)]
+pub fn lookup(name: &str) -> Option<&'static TaskEntry> {
+    index().by_name.get(name).copied()
+}
+
+/// The fingerprint of a task taking `A` and returning `R`: a stable 64-bit
+/// FNV-1a hash of the two type names.
+#[doc(hidden)]
+pub fn fingerprint<A: 'static, R: 'static>() -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let names = [
+        std::any::type_name::<A>(),
+        " -> ",
+        std::any::type_name::<R>(),
+    ];
+    for byte in names.iter().flat_map(|s| s.bytes()) {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
+}
+
+/// The `TypeId` of a value's type (of a function item, for the macro).
+#[doc(hidden)]
+pub fn type_id_of_val<T: 'static>(_: &T) -> TypeId {
+    TypeId::of::<T>()
+}
+
+/// Decodes the arguments, runs `f`, encodes the result (worker side).
+#[doc(hidden)]
+pub fn invoke<A, R, F>(bytes: &[u8], f: F) -> Result<Vec<u8>, RemoteError>
+where
+    A: DeserializeOwned,
+    R: Serialize,
+    F: FnOnce(A) -> R,
+{
+    let args: A = crate::wire::from_bytes(bytes).map_err(|e| {
+        RemoteError::Serialization(format!("arguments failed to deserialize in the worker: {e}"))
+    })?;
+    let result = f(args);
+    postcard::to_allocvec(&result).map_err(|e| {
+        RemoteError::Serialization(format!("result failed to serialize in the worker: {e}"))
+    })
+}
+
+/// A function that can be submitted as a task: implemented for every
+/// function (and closure) of up to 8 arguments whose arguments and result
+/// are serde types. Only functions registered with
+/// [`#[task]`](crate::task) are accepted by a pool; anything else is an
+/// [`Error::UnknownTask`] at submit time.
+///
+/// `Args` is the single argument for a function of one, a tuple for a
+/// function of several and `()` for a function of none. `Marker` only
+/// tells the implementations apart; it is always inferred.
+pub trait TaskFn<Args, Marker>: Send + Sync + 'static {
+    /// What the function returns.
+    type Output;
+
+    /// Calls the function with its arguments (in this process).
+    fn call_with(&self, args: Args) -> Self::Output;
+}
+
+impl<F, R> TaskFn<(), fn() -> R> for F
+where
+    F: Fn() -> R + Send + Sync + 'static,
+{
+    type Output = R;
+    fn call_with(&self, _: ()) -> R {
+        self()
+    }
+}
+
+impl<F, A, R> TaskFn<A, fn(A) -> R> for F
+where
+    F: Fn(A) -> R + Send + Sync + 'static,
+{
+    type Output = R;
+    fn call_with(&self, a: A) -> R {
+        self(a)
+    }
+}
+
+macro_rules! task_fn_tuple {
+    ($($t:ident $v:ident),+) => {
+        impl<Func, $($t,)+ R> TaskFn<($($t,)+), fn($($t),+) -> R> for Func
+        where
+            Func: Fn($($t),+) -> R + Send + Sync + 'static,
+        {
+            type Output = R;
+            fn call_with(&self, ($($v,)+): ($($t,)+)) -> R {
+                self($($v),+)
+            }
+        }
+    };
+}
+task_fn_tuple!(A a, B b);
+task_fn_tuple!(A a, B b, C c);
+task_fn_tuple!(A a, B b, C c, D d);
+task_fn_tuple!(A a, B b, C c, D d, E e);
+task_fn_tuple!(A a, B b, C c, D d, E e, G g);
+task_fn_tuple!(A a, B b, C c, D d, E e, G g, H h);
+task_fn_tuple!(A a, B b, C c, D d, E e, G g, H h, I i);
+
+/// What the pool sends to name a task: its stable name and fingerprint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TaskRef {
+    pub(crate) name: &'static str,
+    pub(crate) fingerprint: u64,
+}
+
+impl TaskRef {
+    /// The registration of `F`, checked against the types the caller uses.
+    pub(crate) fn of<F, Args, M>() -> Result<TaskRef, Error>
+    where
+        F: TaskFn<Args, M>,
+        Args: 'static,
+        F::Output: 'static,
+    {
+        let Some(entry) = index().by_type.get(&TypeId::of::<F>()) else {
+            return Err(Error::UnknownTask(std::any::type_name::<F>().to_owned()));
+        };
+        let fingerprint = fingerprint::<Args, F::Output>();
+        let registered = (entry.fingerprint)();
+        if fingerprint != registered {
+            return Err(Error::TaskTypeMismatch {
+                task: entry.name.to_owned(),
+                expected: registered,
+                found: fingerprint,
+            });
+        }
+        Ok(TaskRef {
+            name: entry.name,
+            fingerprint,
+        })
+    }
+}

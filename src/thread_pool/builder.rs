@@ -1,0 +1,104 @@
+//! Settings of a [`ThreadPoolExecutor`].
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use super::ThreadPoolExecutor;
+use super::registry::{Initializer, Registry};
+use crate::Error;
+
+/// Builds a [`ThreadPoolExecutor`].
+///
+/// ```
+/// use concurrent_futures::ThreadPoolExecutor;
+///
+/// let pool = ThreadPoolExecutor::builder()
+///     .max_workers(2)
+///     .thread_name_prefix("fetcher")
+///     .build()
+///     .unwrap();
+/// let name = pool.submit(|| std::thread::current().name().map(String::from)).unwrap();
+/// assert_eq!(name.into_result().unwrap().as_deref(), Some("fetcher_0"));
+/// ```
+#[must_use]
+pub struct ThreadPoolBuilder {
+    max_workers: Option<usize>,
+    thread_name_prefix: Option<String>,
+    initializer: Option<Initializer>,
+}
+
+impl Default for ThreadPoolBuilder {
+    fn default() -> Self {
+        ThreadPoolBuilder::new()
+    }
+}
+
+impl ThreadPoolBuilder {
+    /// Default settings: `min(32, cpus + 4)` workers, names
+    /// `ThreadPoolExecutor-{pool}_{n}`, no initializer.
+    pub fn new() -> ThreadPoolBuilder {
+        ThreadPoolBuilder {
+            max_workers: None,
+            thread_name_prefix: None,
+            initializer: None,
+        }
+    }
+
+    /// The most threads the pool runs. Zero is an error at `build`.
+    pub fn max_workers(mut self, n: usize) -> Self {
+        self.max_workers = Some(n);
+        self
+    }
+
+    /// Worker threads are named `{prefix}_{n}`, `n` counting from 0.
+    pub fn thread_name_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.thread_name_prefix = Some(prefix.into());
+        self
+    }
+
+    /// Runs `init` at the start of each worker thread. If it panics, the pool
+    /// is broken: queued and later tasks fail with [`Error::BrokenPool`].
+    pub fn initializer<F>(self, init: F) -> Self
+    where
+        F: Fn() + Send + Sync + 'static,
+    {
+        self.try_initializer(move || {
+            init();
+            Ok::<(), std::convert::Infallible>(())
+        })
+    }
+
+    /// Like [`initializer`](Self::initializer), for an initializer that
+    /// reports failure with an error instead of a panic.
+    pub fn try_initializer<F, E>(mut self, init: F) -> Self
+    where
+        F: Fn() -> Result<(), E> + Send + Sync + 'static,
+        E: std::fmt::Display,
+    {
+        self.initializer = Some(Box::new(move || init().map_err(|e| e.to_string())));
+        self
+    }
+
+    /// Creates the pool. No thread starts until the first submit.
+    pub fn build(self) -> Result<ThreadPoolExecutor, Error> {
+        let max_workers = match self.max_workers {
+            Some(0) => return Err(Error::InvalidArgument("max_workers must be greater than 0".into())),
+            Some(n) => n,
+            None => default_max_workers(),
+        };
+        static POOLS: AtomicUsize = AtomicUsize::new(0);
+        let prefix = self.thread_name_prefix.unwrap_or_else(|| {
+            format!("ThreadPoolExecutor-{}", POOLS.fetch_add(1, Ordering::Relaxed))
+        });
+        Ok(ThreadPoolExecutor::from_registry(Registry::new(
+            max_workers,
+            prefix,
+            self.initializer,
+        )))
+    }
+}
+
+/// Python's default: `min(32, cpus + 4)`.
+pub(crate) fn default_max_workers() -> usize {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    (cpus + 4).min(32)
+}

@@ -1,0 +1,242 @@
+//! [`ThreadPoolExecutor`]: tasks on a pool of threads of this process, for
+//! I/O-bound work and anything that must share memory.
+//!
+//! The pool is the crate's faster path: one allocation for the future, one
+//! for the job, a lock-free queue, and no lock or syscall on `submit` while
+//! every worker is busy (see the `sleep` module for the wake-up protocol).
+
+mod builder;
+mod job;
+mod registry;
+mod scope;
+mod sleep;
+mod worker;
+
+use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+pub use builder::ThreadPoolBuilder;
+pub use scope::Scope;
+
+use crate::map::{ChunkSource, Map, MapOptions};
+use crate::{Error, Future, Promise};
+use job::{Job, Task};
+use registry::Registry;
+
+/// A pool of worker threads running submitted closures.
+///
+/// Python's `ThreadPoolExecutor`: threads start lazily, an idle thread is
+/// reused before a new one starts, there are never more than `max_workers`,
+/// and a panicking task fails only its own future.
+///
+/// Dropping the pool shuts it down and waits for the queued work to finish;
+/// while the thread is panicking, the queued work is cancelled instead (only
+/// running tasks are waited for).
+///
+/// The seed's example, line for line:
+///
+/// ```
+/// use concurrent_futures::ThreadPoolExecutor;
+///
+/// fn task(n: u64) -> u64 {
+///     n * n
+/// }
+///
+/// let executor = ThreadPoolExecutor::new(4).unwrap();
+/// let futures: Vec<_> = (0..10).map(|i| executor.submit(move || task(i)).unwrap()).collect();
+/// let results: Vec<u64> = futures.into_iter().map(|f| f.into_result().unwrap()).collect();
+/// println!("{results:?}");
+/// # assert_eq!(results, [0, 1, 4, 9, 16, 25, 36, 49, 64, 81]);
+/// ```
+pub struct ThreadPoolExecutor {
+    registry: Arc<Registry>,
+    shutdown: AtomicU8,
+}
+
+const OPEN: u8 = 0;
+const SHUT_WAITING: u8 = 1;
+const SHUT_DETACHED: u8 = 2;
+
+impl ThreadPoolExecutor {
+    /// A pool of at most `max_workers` threads. Zero is an
+    /// [`Error::InvalidArgument`].
+    pub fn new(max_workers: usize) -> Result<ThreadPoolExecutor, Error> {
+        ThreadPoolBuilder::new().max_workers(max_workers).build()
+    }
+
+    /// A builder for the other settings: thread names, initializer.
+    pub fn builder() -> ThreadPoolBuilder {
+        ThreadPoolBuilder::new()
+    }
+
+    fn from_registry(registry: Registry) -> ThreadPoolExecutor {
+        ThreadPoolExecutor {
+            registry: Arc::new(registry),
+            shutdown: AtomicU8::new(OPEN),
+        }
+    }
+
+    /// The most threads this pool will run.
+    pub fn max_workers(&self) -> usize {
+        self.registry.max_workers()
+    }
+
+    /// How many worker threads have been started so far.
+    pub fn threads_started(&self) -> usize {
+        self.registry.threads_started()
+    }
+
+    /// Schedules `task` and returns the future of its result.
+    ///
+    /// Fails with [`Error::ShutDown`] after [`shutdown`](Self::shutdown) and
+    /// with [`Error::BrokenPool`] once an initializer has failed. A panic in
+    /// `task` fails its future with [`Error::Panicked`]; the worker survives.
+    pub fn submit<F, T>(&self, task: F) -> Result<Future<T>, Error>
+    where
+        F: FnOnce() -> T + Send + 'static,
+        T: Send + 'static,
+    {
+        submit_to(&self.registry, task)
+    }
+
+    /// Runs `f` on every item and yields the results in input order, one
+    /// `Result` per item. Everything is submitted before this returns (use
+    /// [`map_with`](Self::map_with) and a buffersize for large or infinite
+    /// inputs).
+    ///
+    /// ```
+    /// use concurrent_futures::ThreadPoolExecutor;
+    ///
+    /// let pool = ThreadPoolExecutor::new(4).unwrap();
+    /// let lengths: Vec<usize> = pool
+    ///     .map(|s: &str| s.len(), ["a", "bb", "ccc"])
+    ///     .unwrap()
+    ///     .collect::<Result<_, _>>()
+    ///     .unwrap();
+    /// assert_eq!(lengths, [1, 2, 3]);
+    /// ```
+    pub fn map<'a, I, F, T>(&self, f: F, items: I) -> Result<Map<'a, T>, Error>
+    where
+        I: IntoIterator,
+        I::IntoIter: 'a,
+        I::Item: Send + 'static,
+        F: Fn(I::Item) -> T + Send + Sync + 'static,
+        T: Send + 'static,
+    {
+        self.map_with(f, items, MapOptions::new())
+    }
+
+    /// [`map`](Self::map) with a timeout, a buffersize or a chunksize; see
+    /// [`MapOptions`].
+    pub fn map_with<'a, I, F, T>(&self, f: F, items: I, options: MapOptions) -> Result<Map<'a, T>, Error>
+    where
+        I: IntoIterator,
+        I::IntoIter: 'a,
+        I::Item: Send + 'static,
+        F: Fn(I::Item) -> T + Send + Sync + 'static,
+        T: Send + 'static,
+    {
+        options.validate()?;
+        let f = Arc::new(f);
+        let registry = Arc::clone(&self.registry);
+        let chunksize = options.get_chunksize();
+        let mut items = items.into_iter();
+        let source: ChunkSource<'a, T> = Box::new(move || {
+            let chunk: Vec<I::Item> = items.by_ref().take(chunksize).collect();
+            if chunk.is_empty() {
+                return None;
+            }
+            let n = chunk.len();
+            let f = Arc::clone(&f);
+            let run_chunk = move || {
+                chunk
+                    .into_iter()
+                    .map(|item| catch_unwind(AssertUnwindSafe(|| f(item))).map_err(Error::from_panic))
+                    .collect()
+            };
+            Some(submit_to(&registry, run_chunk).map(|future| (n, future)))
+        });
+        Map::new(&options, source)
+    }
+
+    /// Runs `body` with a [`Scope`] whose tasks may borrow from the caller's
+    /// stack; every task submitted through it has finished (or was dropped
+    /// unrun) before `scope` returns, even if `body` panics.
+    ///
+    /// ```
+    /// use concurrent_futures::ThreadPoolExecutor;
+    ///
+    /// let pool = ThreadPoolExecutor::new(2).unwrap();
+    /// let words = vec!["scoped".to_string(), "tasks".to_string()];
+    /// let total = pool.scope(|s| {
+    ///     let futures: Vec<_> = words.iter().map(|w| s.submit(move || w.len()).unwrap()).collect();
+    ///     futures.into_iter().map(|f| f.into_result().unwrap()).sum::<usize>()
+    /// });
+    /// assert_eq!(total, 11);
+    /// ```
+    ///
+    /// Waiting inside a scope task for another task of the same pool can
+    /// deadlock a pool with too few threads, exactly as in Python.
+    pub fn scope<'env, F, R>(&self, body: F) -> R
+    where
+        F: for<'scope> FnOnce(&'scope Scope<'scope, 'env>) -> R,
+    {
+        scope::run(&self.registry, body)
+    }
+
+    /// Stops accepting work. Idempotent.
+    ///
+    /// Work queued before the call still runs, unless `cancel_futures`, which
+    /// cancels every task that has not started. With `wait`, returns once
+    /// every worker has exited (the calling thread is never joined, so a task
+    /// may shut down its own pool).
+    pub fn shutdown(&self, wait: bool, cancel_futures: bool) {
+        self.shutdown
+            .store(if wait { SHUT_WAITING } else { SHUT_DETACHED }, Ordering::Release);
+        self.registry.close();
+        if cancel_futures {
+            self.registry.cancel_queued();
+        }
+        if wait {
+            self.registry.join_workers();
+        }
+    }
+}
+
+/// Wraps `task` with a promise and queues it.
+fn submit_to<F, T>(registry: &Arc<Registry>, task: F) -> Result<Future<T>, Error>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    let (promise, future) = Promise::new();
+    let job: Box<dyn Job> = Box::new(Task { func: task, promise });
+    match registry.push(job) {
+        Ok(()) => Ok(future),
+        Err((error, job)) => {
+            // Drop the job's promise quietly: the caller gets the error.
+            drop(job);
+            Err(error)
+        }
+    }
+}
+
+impl Drop for ThreadPoolExecutor {
+    fn drop(&mut self) {
+        match self.shutdown.load(Ordering::Acquire) {
+            SHUT_DETACHED => {}
+            _ => self.shutdown(true, std::thread::panicking()),
+        }
+    }
+}
+
+impl fmt::Debug for ThreadPoolExecutor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ThreadPoolExecutor")
+            .field("max_workers", &self.max_workers())
+            .field("threads_started", &self.threads_started())
+            .finish_non_exhaustive()
+    }
+}

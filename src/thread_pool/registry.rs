@@ -1,0 +1,198 @@
+//! The state a pool shares with its workers: the queue, the sleepers, the
+//! thread count and the shutdown gate.
+
+use std::sync::atomic::AtomicBool;
+use std::thread::JoinHandle;
+
+use crossbeam_queue::SegQueue;
+
+use super::job::Job;
+use super::sleep::Sleep;
+use super::worker;
+use crate::Error;
+use crate::sync::{AtomicUsize, Mutex, Ordering, lock};
+
+/// Returns `Err(reason)` when a worker's initializer fails.
+pub(crate) type Initializer = Box<dyn Fn() -> Result<(), String> + Send + Sync>;
+
+/// Set in `gate` once the pool is closed to new submissions.
+const CLOSED: usize = 1 << (usize::BITS - 1);
+
+pub(crate) struct Registry {
+    pub(crate) queue: SegQueue<Box<dyn Job>>,
+    pub(crate) sleep: Sleep,
+    /// Submitters currently inside `push`, plus the `CLOSED` bit. Shutdown
+    /// sets the bit, then waits for the count to drain: after that no job
+    /// can enter the queue.
+    gate: AtomicUsize,
+    /// Workers that found the queue empty after a task and have not been
+    /// claimed by a submit since (Python's `_idle_semaphore`). Only kept while
+    /// the pool may still grow.
+    idle: AtomicUsize,
+    started: AtomicUsize,
+    max_workers: usize,
+    thread_name_prefix: String,
+    pub(crate) initializer: Option<Initializer>,
+    handles: Mutex<Vec<JoinHandle<()>>>,
+    /// Whether all submissions have stopped (CLOSED and drained).
+    drained: AtomicBool,
+    broken: Mutex<Option<String>>,
+    is_broken: AtomicBool,
+}
+
+impl Registry {
+    pub(crate) fn new(
+        max_workers: usize,
+        thread_name_prefix: String,
+        initializer: Option<Initializer>,
+    ) -> Registry {
+        Registry {
+            queue: SegQueue::new(),
+            sleep: Sleep::new(),
+            gate: AtomicUsize::new(0),
+            idle: AtomicUsize::new(0),
+            started: AtomicUsize::new(0),
+            max_workers,
+            thread_name_prefix,
+            initializer,
+            handles: Mutex::new(Vec::new()),
+            drained: AtomicBool::new(false),
+            broken: Mutex::new(None),
+            is_broken: AtomicBool::new(false),
+        }
+    }
+
+    pub(crate) fn max_workers(&self) -> usize {
+        self.max_workers
+    }
+
+    /// Queues a job and makes sure a worker will run it.
+    pub(crate) fn push(self: &std::sync::Arc<Self>, job: Box<dyn Job>) -> Result<(), (Error, Box<dyn Job>)> {
+        if self.gate.fetch_add(1, Ordering::SeqCst) & CLOSED != 0 {
+            self.gate.fetch_sub(1, Ordering::SeqCst);
+            return Err((Error::ShutDown, job));
+        }
+        if self.is_broken.load(Ordering::Acquire) {
+            self.gate.fetch_sub(1, Ordering::SeqCst);
+            return Err((self.broken_error(), job));
+        }
+        self.queue.push(job);
+        if self.is_broken() {
+            // Broke while we pushed: fail it (and anything else) ourselves.
+            self.fail_queued();
+        }
+        self.sleep.wake_one();
+        if self.started.load(Ordering::Relaxed) < self.max_workers && !self.claim_idle() {
+            self.spawn_worker();
+        }
+        self.gate.fetch_sub(1, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Takes one idle permit, if there is one.
+    fn claim_idle(&self) -> bool {
+        self.idle
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+            .is_ok()
+    }
+
+    /// Called by a worker after a task, before completing its future.
+    pub(crate) fn note_idle(&self) {
+        if self.started.load(Ordering::Relaxed) < self.max_workers && self.queue.is_empty() {
+            self.idle.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    fn spawn_worker(self: &std::sync::Arc<Self>) {
+        let index = match self
+            .started
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max_workers).then_some(n + 1)
+            }) {
+            Ok(n) => n,
+            Err(_) => return,
+        };
+        let registry = std::sync::Arc::clone(self);
+        let spawned = std::thread::Builder::new()
+            .name(format!("{}_{}", self.thread_name_prefix, index))
+            .spawn(move || worker::main_loop(&registry));
+        match spawned {
+            Ok(handle) => lock(&self.handles).push(handle),
+            Err(e) => {
+                let left = self.started.fetch_sub(1, Ordering::AcqRel) - 1;
+                if left == 0 {
+                    self.mark_broken(format!("could not start a worker thread: {e}"));
+                }
+            }
+        }
+    }
+
+    pub(crate) fn threads_started(&self) -> usize {
+        self.started.load(Ordering::Acquire)
+    }
+
+    /// Closes the pool to submissions; returns once no submit is in flight.
+    pub(crate) fn close(&self) {
+        let before = self.gate.fetch_or(CLOSED, Ordering::SeqCst);
+        if before & CLOSED == 0 {
+            while self.gate.load(Ordering::SeqCst) & !CLOSED != 0 {
+                std::thread::yield_now();
+            }
+            self.drained.store(true, Ordering::SeqCst);
+        }
+        while !self.drained.load(Ordering::SeqCst) {
+            std::thread::yield_now();
+        }
+        self.sleep.wake_all();
+    }
+
+    /// True once no job can be added to the queue any more.
+    pub(crate) fn closed(&self) -> bool {
+        self.drained.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn cancel_queued(&self) {
+        while let Some(job) = self.queue.pop() {
+            job.cancel();
+        }
+    }
+
+    /// A worker's initializer failed: no task will run any more.
+    pub(crate) fn mark_broken(&self, reason: String) {
+        {
+            let mut broken = lock(&self.broken);
+            if broken.is_none() {
+                *broken = Some(reason);
+            }
+        }
+        self.is_broken.store(true, Ordering::Release);
+        self.fail_queued();
+        self.sleep.wake_all();
+    }
+
+    fn fail_queued(&self) {
+        while let Some(job) = self.queue.pop() {
+            job.fail(self.broken_error());
+        }
+    }
+
+    pub(crate) fn is_broken(&self) -> bool {
+        self.is_broken.load(Ordering::Acquire)
+    }
+
+    fn broken_error(&self) -> Error {
+        let reason = lock(&self.broken).clone().unwrap_or_default();
+        Error::BrokenPool(reason)
+    }
+
+    /// Joins every worker started so far, except the calling thread.
+    pub(crate) fn join_workers(&self) {
+        let handles = std::mem::take(&mut *lock(&self.handles));
+        let me = std::thread::current().id();
+        for handle in handles {
+            if handle.thread().id() != me {
+                let _ = handle.join();
+            }
+        }
+    }
+}
