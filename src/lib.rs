@@ -46,3 +46,33 @@ pub use future::{Future, Promise, State, Waitable};
 pub use map::{Map, MapOptions};
 pub use thread_pool::{Scope, ThreadPoolBuilder, ThreadPoolExecutor};
 pub use wait::{AsCompleted, ReturnWhen, Waited, as_completed, wait};
+
+// ---- process pool (feature "process") --------------------------------------
+#[cfg(feature = "process")]
+extern crate self as concurrent_futures;
+#[cfg(feature = "process")]
+pub mod process_pool;
+#[cfg(feature = "process")]
+pub mod registry;
+#[cfg(feature = "process")]
+pub mod wire;
+#[cfg(feature = "process")]
+pub mod worker;
+#[cfg(feature = "process")]
+pub use concurrent_futures_macros::task;
+#[cfg(feature = "process")]
+pub use process_pool::{InitializerOutput, ProcessPoolBuilder, ProcessPoolExecutor};
+#[cfg(feature = "process")]
+pub use registry::TaskFn;
+/// What the `#[task]` macro expands to; not a public API.
+#[cfg(feature = "process")]
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::registry::{TASKS, TaskEntry, fingerprint, invoke, type_id_of_val};
+    pub use linkme;
+}
+
+/// The README's snippets, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

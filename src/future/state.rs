@@ -42,6 +42,10 @@ const FAILED: u8 = 0b0100;
 /// Done callbacks are still running.
 const CALLBACKS: u8 = 0b1000;
 
+/// Polls of the state before a waiter blocks (spinning, then yielding).
+#[cfg(not(loom))]
+const WAIT_SPINS: u32 = 32;
+
 /// A done callback, already bound to the future it reports on.
 pub(crate) type Callback = Box<dyn FnOnce() + Send>;
 /// What [`Header::abort`] calls to stop a running task.
@@ -205,6 +209,18 @@ impl Header {
         let ready = |h: &Header| if settle { h.settled() } else { h.done() };
         if ready(self) {
             return true;
+        }
+        // The result is often a few microseconds away; a futex sleep and
+        // wake-up costs more than that.
+        #[cfg(not(loom))]
+        if deadline.is_none_or(|d| d > Instant::now()) {
+            let backoff = crossbeam_utils::Backoff::new();
+            for _ in 0..WAIT_SPINS {
+                backoff.snooze();
+                if ready(self) {
+                    return true;
+                }
+            }
         }
         let mut w = lock(&self.waiters);
         loop {

@@ -20,6 +20,15 @@ pub(crate) fn main_loop(registry: &Registry) {
             job.run(&on_ran);
             continue;
         }
+        if let Some(job) = registry.sleep.search(|| registry.queue.pop()) {
+            // Work arrives in bursts: if more is queued and nobody else is
+            // looking, bring another worker in before running this one.
+            if !registry.queue.is_empty() {
+                registry.sleep.wake_one();
+            }
+            job.run(&on_ran);
+            continue;
+        }
         if registry.closed() {
             // Closed: nothing can be queued any more, so an empty queue stays
             // empty. One last pop covers a job queued just before closing.
