@@ -40,10 +40,17 @@ fn io_bound() -> Result<(), Error> {
         .unwrap_or_else(|| PathBuf::from("."));
     let mut files = Vec::new();
     collect_files(&root, &mut files, 4000);
-    println!("1. I/O-bound: checksum {} files under {}", files.len(), root.display());
+    println!(
+        "1. I/O-bound: checksum {} files under {}",
+        files.len(),
+        root.display()
+    );
 
     let start = Instant::now();
-    let serial: u64 = files.iter().map(|f| checksum(f).1).fold(0, u64::wrapping_add);
+    let serial: u64 = files
+        .iter()
+        .map(|f| checksum(f).1)
+        .fold(0, u64::wrapping_add);
     let serial_time = start.elapsed();
 
     let pool = ThreadPoolExecutor::builder()
@@ -87,7 +94,9 @@ fn collect_files(dir: &Path, out: &mut Vec<PathBuf>, limit: usize) {
         if out.len() >= limit {
             return;
         }
-        let Ok(kind) = entry.file_type() else { continue };
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
         if kind.is_dir() {
             collect_files(&entry.path(), out, limit);
         } else if kind.is_file() {
@@ -158,7 +167,11 @@ fn the_model() -> Result<(), Error> {
         pool.submit(move || opened.wait_timeout(Duration::from_secs(60)))?
     };
     let quick = pool.submit(|| 7)?;
-    let waited = wait([&blocked, &blocked], Some(Duration::from_millis(50)), ReturnWhen::AllCompleted);
+    let waited = wait(
+        [&blocked, &blocked],
+        Some(Duration::from_millis(50)),
+        ReturnWhen::AllCompleted,
+    );
     println!(
         "   wait(timeout=50ms): {} done, {} not done (the duplicate counted once)",
         waited.done.len(),
@@ -178,7 +191,9 @@ fn the_model() -> Result<(), Error> {
         let opened2 = std::sync::Arc::clone(&opened2);
         pool.submit(move || opened2.wait_timeout(Duration::from_secs(60)))?
     };
-    let queued: Vec<_> = (0..5).map(|i| pool.submit(move || i)).collect::<Result<_, _>>()?;
+    let queued: Vec<_> = (0..5)
+        .map(|i| pool.submit(move || i))
+        .collect::<Result<_, _>>()?;
     let cancelled = queued.iter().filter(|f| f.cancel()).count();
     gate.set_result(()).unwrap();
     gate2.set_result(()).unwrap();

@@ -34,6 +34,8 @@
 //! leaving a pool's scope by panic cancels the queued work instead of running
 //! it; scoped tasks may borrow from the stack; futures are awaitable.
 
+#![warn(missing_docs)]
+
 pub mod error;
 pub mod future;
 pub mod map;

@@ -84,10 +84,14 @@ impl MapOptions {
     /// Checks the sizes: [`Error::InvalidArgument`] for a zero.
     pub fn validate(&self) -> Result<(), Error> {
         if self.chunksize == 0 {
-            return Err(Error::InvalidArgument("chunksize must be at least 1".into()));
+            return Err(Error::InvalidArgument(
+                "chunksize must be at least 1".into(),
+            ));
         }
         if self.buffersize == Some(0) {
-            return Err(Error::InvalidArgument("buffersize must be at least 1".into()));
+            return Err(Error::InvalidArgument(
+                "buffersize must be at least 1".into(),
+            ));
         }
         Ok(())
     }
@@ -99,7 +103,8 @@ pub type ChunkFuture<T> = Future<Vec<Result<T, Error>>>;
 /// Submits the next chunk: `None` once the input is exhausted, else the
 /// number of items in the chunk and its future (or why it could not be
 /// submitted).
-pub type ChunkSource<'a, T> = Box<dyn FnMut() -> Option<Result<(usize, ChunkFuture<T>), Error>> + 'a>;
+pub type ChunkSource<'a, T> =
+    Box<dyn FnMut() -> Option<Result<(usize, ChunkFuture<T>), Error>> + 'a>;
 
 /// The iterator returned by `map`: one `Result` per input item, in input
 /// order.
@@ -109,6 +114,9 @@ pub struct Map<'a, T> {
     current: std::vec::IntoIter<Result<T, Error>>,
     /// Failures of a whole chunk (cancelled, worker died), one per item.
     repeat: Option<(Error, usize)>,
+    /// Why the rest of the input could not be submitted; yielded after the
+    /// chunks already in flight.
+    tail_error: Option<Error>,
     deadline: Option<Instant>,
     bounded: bool,
     submitted: usize,
@@ -145,6 +153,7 @@ impl<'a, T> Map<'a, T> {
             buffer,
             current: Vec::new().into_iter(),
             repeat: None,
+            tail_error: None,
             deadline,
             bounded: options.buffersize.is_some(),
             submitted,
@@ -169,9 +178,7 @@ impl<'a, T> Map<'a, T> {
     }
 
     fn repeat_after_buffer(&mut self, error: Error) {
-        let (promise, future) = crate::Promise::new();
-        let _ = promise.set_error(error);
-        self.buffer.push_back((1, future));
+        self.tail_error = Some(error);
         self.bounded = false;
     }
 
@@ -204,7 +211,7 @@ impl<T> Iterator for Map<'_, T> {
             }
             let Some((n, future)) = self.buffer.pop_front() else {
                 self.finished = true;
-                return None;
+                return self.tail_error.take().map(Err);
             };
             self.refill();
             if let Some(deadline) = self.deadline {

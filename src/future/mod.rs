@@ -19,7 +19,7 @@ pub use promise::Promise;
 use state::{CANCELLED, FINISHED, Header, PENDING, RUNNING};
 
 use crate::Error;
-use crate::sync::Arc;
+use std::sync::Arc;
 
 /// Where a future is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -54,8 +54,21 @@ unsafe impl<T: Send> Send for Core<T> {}
 // own `Sync` requires `T: Sync`.
 unsafe impl<T: Send> Sync for Core<T> {}
 
+/// Anything that holds a [`Core`]: the core alone (a [`Promise`]'s future)
+/// or a pool's task cell, which keeps the task's closure in the same
+/// allocation.
+pub(crate) trait HasCore<T>: Send + Sync {
+    fn core(&self) -> &Core<T>;
+}
+
+impl<T: Send> HasCore<T> for Core<T> {
+    fn core(&self) -> &Core<T> {
+        self
+    }
+}
+
 impl<T> Core<T> {
-    fn new() -> Core<T> {
+    pub(crate) fn new() -> Core<T> {
         Core {
             header: Header::new(),
             value: UnsafeCell::new(None),
@@ -88,7 +101,7 @@ impl<T> Core<T> {
 /// Dropping a `Future` does not cancel the task; call [`cancel`](Self::cancel)
 /// for that.
 pub struct Future<T> {
-    core: Arc<Core<T>>,
+    cell: Arc<dyn HasCore<T>>,
     /// `Core<T>` is `Sync` for any `T: Send`; the handle must only be `Sync`
     /// when `T` is, because it hands out `&T`.
     _value: PhantomData<T>,
@@ -97,15 +110,19 @@ pub struct Future<T> {
 impl<T> Unpin for Future<T> {}
 
 impl<T> Future<T> {
-    fn from_core(core: Arc<Core<T>>) -> Future<T> {
+    pub(crate) fn from_cell(cell: Arc<dyn HasCore<T>>) -> Future<T> {
         Future {
-            core,
+            cell,
             _value: PhantomData,
         }
     }
 
+    fn core(&self) -> &Core<T> {
+        self.cell.core()
+    }
+
     fn header(&self) -> &Header {
-        &self.core.header
+        &self.core().header
     }
 
     /// The current state.
@@ -211,7 +228,7 @@ impl<T> Future<T> {
         // SAFETY: the future is finished (Acquire load above), so the slot
         // was written and is only read until taken, which needs `&mut self`
         // or `self`.
-        match unsafe { &*self.core.value.get() } {
+        match unsafe { &*self.core().value.get() } {
             Some(Ok(value)) => Ok(value),
             Some(Err(error)) => Err(error.clone()),
             None => Err(taken()),
@@ -235,7 +252,7 @@ impl<T> Future<T> {
         // SAFETY: settled means finished and no done callback still borrows
         // the value; `&mut self` excludes borrows through this handle, and no
         // other handle reads the value any more.
-        unsafe { (*self.core.value.get()).take() }.unwrap_or_else(|| Err(taken()))
+        unsafe { (*self.core().value.get()).take() }.unwrap_or_else(|| Err(taken()))
     }
 }
 
@@ -253,7 +270,7 @@ impl<T: Send + Sync + 'static> Future<T> {
     where
         F: FnOnce(&Future<T>) + Send + 'static,
     {
-        let handle = Future::from_core(Arc::clone(&self.core));
+        let handle = Future::from_cell(Arc::clone(&self.cell));
         let bound: state::Callback = Box::new(move || callback(&handle));
         if let Some(bound) = self.header().add_callback(bound) {
             state::run_callback(bound);
@@ -325,7 +342,7 @@ pub(crate) mod sealed {
 
 impl<T> sealed::HasHeader for Future<T> {
     fn header(&self) -> &Header {
-        &self.core.header
+        &self.core().header
     }
 }
 impl<T> Waitable for Future<T> {}

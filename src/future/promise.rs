@@ -4,7 +4,7 @@ use std::fmt;
 
 use super::{Core, Future};
 use crate::Error;
-use crate::sync::Arc;
+use std::sync::Arc;
 
 /// The writing end of a [`Future`]: whoever holds it runs the task (or
 /// obtains the value some other way) and completes the future.
@@ -32,15 +32,17 @@ pub struct Promise<T> {
     core: Arc<Core<T>>,
 }
 
-impl<T> Promise<T> {
+impl<T: Send + 'static> Promise<T> {
     /// A new pending future and the promise that completes it.
     #[allow(clippy::new_ret_no_self)]
     pub fn new() -> (Promise<T>, Future<T>) {
         let core = Arc::new(Core::new());
-        let future = Future::from_core(Arc::clone(&core));
+        let future = Future::from_cell(Arc::clone(&core) as Arc<dyn super::HasCore<T>>);
         (Promise { core }, future)
     }
+}
 
+impl<T> Promise<T> {
     /// Marks the future running, just before the task starts. Returns `false`
     /// if the future was cancelled (or is no longer pending): then the task
     /// must not run. Python's `set_running_or_notify_cancel`.

@@ -178,9 +178,7 @@ impl Header {
             CANCELLED => Err(Error::InvalidState(
                 "cannot complete a cancelled future".into(),
             )),
-            _ => Err(Error::InvalidState(
-                "the future is already finished".into(),
-            )),
+            _ => Err(Error::InvalidState("the future is already finished".into())),
         }
     }
 

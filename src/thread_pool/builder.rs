@@ -81,13 +81,20 @@ impl ThreadPoolBuilder {
     /// Creates the pool. No thread starts until the first submit.
     pub fn build(self) -> Result<ThreadPoolExecutor, Error> {
         let max_workers = match self.max_workers {
-            Some(0) => return Err(Error::InvalidArgument("max_workers must be greater than 0".into())),
+            Some(0) => {
+                return Err(Error::InvalidArgument(
+                    "max_workers must be greater than 0".into(),
+                ));
+            }
             Some(n) => n,
             None => default_max_workers(),
         };
         static POOLS: AtomicUsize = AtomicUsize::new(0);
         let prefix = self.thread_name_prefix.unwrap_or_else(|| {
-            format!("ThreadPoolExecutor-{}", POOLS.fetch_add(1, Ordering::Relaxed))
+            format!(
+                "ThreadPoolExecutor-{}",
+                POOLS.fetch_add(1, Ordering::Relaxed)
+            )
         });
         Ok(ThreadPoolExecutor::from_registry(Registry::new(
             max_workers,

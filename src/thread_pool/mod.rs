@@ -20,9 +20,10 @@ use std::sync::atomic::{AtomicU8, Ordering};
 pub use builder::ThreadPoolBuilder;
 pub use scope::Scope;
 
+use crate::future::HasCore;
 use crate::map::{ChunkSource, Map, MapOptions};
-use crate::{Error, Future, Promise};
-use job::{Job, Task};
+use crate::{Error, Future};
+use job::{JobRef, TaskCell};
 use registry::Registry;
 
 /// A pool of worker threads running submitted closures.
@@ -130,7 +131,12 @@ impl ThreadPoolExecutor {
 
     /// [`map`](Self::map) with a timeout, a buffersize or a chunksize; see
     /// [`MapOptions`].
-    pub fn map_with<'a, I, F, T>(&self, f: F, items: I, options: MapOptions) -> Result<Map<'a, T>, Error>
+    pub fn map_with<'a, I, F, T>(
+        &self,
+        f: F,
+        items: I,
+        options: MapOptions,
+    ) -> Result<Map<'a, T>, Error>
     where
         I: IntoIterator,
         I::IntoIter: 'a,
@@ -153,7 +159,9 @@ impl ThreadPoolExecutor {
             let run_chunk = move || {
                 chunk
                     .into_iter()
-                    .map(|item| catch_unwind(AssertUnwindSafe(|| f(item))).map_err(Error::from_panic))
+                    .map(|item| {
+                        catch_unwind(AssertUnwindSafe(|| f(item))).map_err(Error::from_panic)
+                    })
                     .collect()
             };
             Some(submit_to(&registry, run_chunk).map(|future| (n, future)))
@@ -193,8 +201,10 @@ impl ThreadPoolExecutor {
     /// every worker has exited (the calling thread is never joined, so a task
     /// may shut down its own pool).
     pub fn shutdown(&self, wait: bool, cancel_futures: bool) {
-        self.shutdown
-            .store(if wait { SHUT_WAITING } else { SHUT_DETACHED }, Ordering::Release);
+        self.shutdown.store(
+            if wait { SHUT_WAITING } else { SHUT_DETACHED },
+            Ordering::Release,
+        );
         self.registry.close();
         if cancel_futures {
             self.registry.cancel_queued();
@@ -211,13 +221,12 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    let (promise, future) = Promise::new();
-    let job: Box<dyn Job> = Box::new(Task { func: task, promise });
-    match registry.push(job) {
+    let cell = Arc::new(TaskCell::new(task));
+    let future = Future::from_cell(Arc::clone(&cell) as Arc<dyn HasCore<T>>);
+    match registry.push(JobRef::new(cell)) {
         Ok(()) => Ok(future),
         Err((error, job)) => {
-            // Drop the job's promise quietly: the caller gets the error.
-            drop(job);
+            job.cancel();
             Err(error)
         }
     }

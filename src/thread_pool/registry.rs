@@ -6,7 +6,7 @@ use std::thread::JoinHandle;
 
 use crossbeam_queue::SegQueue;
 
-use super::job::Job;
+use super::job::JobRef;
 use super::sleep::Sleep;
 use super::worker;
 use crate::Error;
@@ -19,7 +19,7 @@ pub(crate) type Initializer = Box<dyn Fn() -> Result<(), String> + Send + Sync>;
 const CLOSED: usize = 1 << (usize::BITS - 1);
 
 pub(crate) struct Registry {
-    pub(crate) queue: SegQueue<Box<dyn Job>>,
+    pub(crate) queue: SegQueue<JobRef>,
     pub(crate) sleep: Sleep,
     /// Submitters currently inside `push`, plus the `CLOSED` bit. Shutdown
     /// sets the bit, then waits for the count to drain: after that no job
@@ -67,7 +67,7 @@ impl Registry {
     }
 
     /// Queues a job and makes sure a worker will run it.
-    pub(crate) fn push(self: &std::sync::Arc<Self>, job: Box<dyn Job>) -> Result<(), (Error, Box<dyn Job>)> {
+    pub(crate) fn push(self: &std::sync::Arc<Self>, job: JobRef) -> Result<(), (Error, JobRef)> {
         if self.gate.fetch_add(1, Ordering::SeqCst) & CLOSED != 0 {
             self.gate.fetch_sub(1, Ordering::SeqCst);
             return Err((Error::ShutDown, job));

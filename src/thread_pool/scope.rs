@@ -5,10 +5,11 @@ use std::marker::PhantomData;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::Arc;
 
-use super::job::{Job, Task};
+use super::job::{Job, JobRef, TaskCell};
 use super::registry::Registry;
+use crate::future::HasCore;
 use crate::sync::{Condvar, Mutex, lock};
-use crate::{Error, Future, Promise};
+use crate::{Error, Future};
 
 /// A scope to submit borrowing tasks to a [`ThreadPoolExecutor`]; see
 /// [`ThreadPoolExecutor::scope`].
@@ -30,24 +31,33 @@ impl<'scope> Scope<'scope, '_> {
         F: FnOnce() -> T + Send + 'scope,
         T: Send + 'scope,
     {
-        let (promise, future) = Promise::new();
-        let job: Box<dyn Job + 'scope> = Box::new(Task { func: task, promise });
+        let cell = Arc::new(TaskCell::new(task));
+        let as_core: Arc<dyn HasCore<T> + 'scope> = cell.clone();
+        // SAFETY: only the object's lifetime bound changes. The cell's
+        // closure (the part that borrows for 'scope) is taken out and dropped
+        // when the job is consumed, which `Guarded` makes happen before the
+        // scope ends; after that the cell holds only the `T`, and `Future<T>`
+        // keeps `T`'s own lifetime in its type.
+        let as_core: Arc<dyn HasCore<T>> = unsafe {
+            std::mem::transmute::<Arc<dyn HasCore<T> + 'scope>, Arc<dyn HasCore<T>>>(as_core)
+        };
+        let future = Future::from_cell(as_core);
         self.outstanding.add();
-        let guarded = Box::new(Guarded {
-            job: Some(job),
+        let guarded: Arc<dyn Job + 'scope> = Arc::new(Guarded {
+            job: Some(cell),
             outstanding: Arc::clone(&self.outstanding),
         });
-        // SAFETY: the job borrows data that lives for 'scope. `run` below does
-        // not return before `outstanding` is back to zero, and `Guarded`
-        // decrements it only when the job has been consumed (run, cancelled,
-        // failed or dropped), so the job never outlives 'scope even though
-        // the queue's type says 'static.
-        let guarded: Box<dyn Job + 'static> =
-            unsafe { std::mem::transmute::<Box<dyn Job + 'scope>, Box<dyn Job + 'static>>(guarded) };
-        match self.registry.push(guarded) {
+        // SAFETY: the queue's type says 'static, but `run` below does not
+        // return before `outstanding` is back to zero, and `Guarded` counts
+        // itself out only in its `Drop`, after letting go of the job: the job
+        // and what it borrows never outlive 'scope. `Guarded` is held by the
+        // queue alone, so its `Drop` runs when the queue lets go of it.
+        let guarded: Arc<dyn Job> =
+            unsafe { std::mem::transmute::<Arc<dyn Job + 'scope>, Arc<dyn Job>>(guarded) };
+        match self.registry.push(JobRef::new(guarded)) {
             Ok(()) => Ok(future),
             Err((error, job)) => {
-                drop(job);
+                job.cancel();
                 Err(error)
             }
         }
@@ -72,41 +82,47 @@ where
     }
 }
 
-/// A job of a scope; consuming or dropping it checks it out of the scope.
-struct Guarded<'scope> {
-    job: Option<Box<dyn Job + 'scope>>,
+/// A job of a scope; dropping it checks it out of the scope.
+struct Guarded<J: Job + ?Sized> {
+    job: Option<Arc<J>>,
     outstanding: Arc<Outstanding>,
 }
 
-impl Job for Guarded<'_> {
-    fn run(mut self: Box<Self>, on_ran: &dyn Fn()) {
-        if let Some(job) = self.job.take() {
+impl<J: Job + ?Sized> Job for Guarded<J> {
+    fn run(&self, on_ran: &dyn Fn()) {
+        if let Some(job) = &self.job {
             job.run(on_ran);
         }
     }
 
-    fn cancel(mut self: Box<Self>) {
-        if let Some(job) = self.job.take() {
+    fn cancel(&self) {
+        if let Some(job) = &self.job {
             job.cancel();
         }
     }
 
-    fn fail(mut self: Box<Self>, error: Error) {
-        if let Some(job) = self.job.take() {
+    fn fail(&self, error: Error) {
+        if let Some(job) = &self.job {
             job.fail(error);
+        }
+    }
+
+    fn abandon(&self) {
+        if let Some(job) = &self.job {
+            job.abandon();
         }
     }
 }
 
-impl Drop for Guarded<'_> {
+impl<J: Job + ?Sized> Drop for Guarded<J> {
     fn drop(&mut self) {
-        // The job (and everything it borrows) goes first.
+        // The job (and, if the future is gone too, its value) goes first.
         drop(self.job.take());
         self.outstanding.done();
     }
 }
 
-/// Counts the jobs of a scope that have not been consumed.
+/// Counts the jobs of a scope that the queue has not let go of.
 struct Outstanding {
     count: Mutex<usize>,
     zero: Condvar,
