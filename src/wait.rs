@@ -68,8 +68,10 @@ where
 {
     let futures = dedup(futures);
     let deadline = timeout.and_then(deadline);
+    // As in Python, `wait` returns once every future is done whatever
+    // `return_when` says; this also makes an empty list return at once.
     let satisfied = |done: usize, failed: bool| match return_when {
-        ReturnWhen::FirstCompleted => done > 0,
+        ReturnWhen::FirstCompleted => done > 0 || done == futures.len(),
         ReturnWhen::FirstException => failed || done == futures.len(),
         ReturnWhen::AllCompleted => done == futures.len(),
     };
