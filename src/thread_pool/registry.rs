@@ -10,7 +10,7 @@ use super::job::JobRef;
 use super::sleep::Sleep;
 use super::worker;
 use crate::Error;
-use crate::sync::{AtomicUsize, Mutex, Ordering, lock};
+use crate::sync::{AtomicUsize, Condvar, Mutex, Ordering, lock};
 
 /// Returns `Err(reason)` when a worker's initializer fails.
 pub(crate) type Initializer = Box<dyn Fn() -> Result<(), String> + Send + Sync>;
@@ -34,6 +34,11 @@ pub(crate) struct Registry {
     thread_name_prefix: String,
     pub(crate) initializer: Option<Initializer>,
     handles: Mutex<Vec<JoinHandle<()>>>,
+    /// Worker threads started and not yet finished. `shutdown(wait)` waits
+    /// on `exited` until this is zero (one, when a worker of this pool calls
+    /// it), so that every waiting caller waits, not only the first.
+    live: Mutex<usize>,
+    exited: Condvar,
     /// Whether all submissions have stopped (CLOSED and drained).
     drained: AtomicBool,
     broken: Mutex<Option<String>>,
@@ -56,6 +61,8 @@ impl Registry {
             thread_name_prefix,
             initializer,
             handles: Mutex::new(Vec::new()),
+            live: Mutex::new(0),
+            exited: Condvar::new(),
             drained: AtomicBool::new(false),
             broken: Mutex::new(None),
             is_broken: AtomicBool::new(false),
@@ -113,12 +120,18 @@ impl Registry {
             Err(_) => return,
         };
         let registry = std::sync::Arc::clone(self);
+        *lock(&self.live) += 1;
         let spawned = std::thread::Builder::new()
             .name(format!("{}_{}", self.thread_name_prefix, index))
-            .spawn(move || worker::main_loop(&registry));
+            .spawn(move || {
+                WORKER_OF.with(|w| w.set(std::sync::Arc::as_ptr(&registry) as usize));
+                let _exit = ExitGuard(&registry);
+                worker::main_loop(&registry)
+            });
         match spawned {
             Ok(handle) => lock(&self.handles).push(handle),
             Err(e) => {
+                self.worker_exited();
                 let left = self.started.fetch_sub(1, Ordering::AcqRel) - 1;
                 if left == 0 {
                     self.mark_broken(format!("could not start a worker thread: {e}"));
@@ -185,8 +198,20 @@ impl Registry {
         Error::BrokenPool(reason)
     }
 
-    /// Joins every worker started so far, except the calling thread.
+    fn worker_exited(&self) {
+        *lock(&self.live) -= 1;
+        self.exited.notify_all();
+    }
+
+    /// Waits until every worker has finished (except the calling thread, if
+    /// it is one of them), then joins those threads.
     pub(crate) fn join_workers(&self) {
+        let own = usize::from(WORKER_OF.with(|w| w.get()) == self as *const Registry as usize);
+        let mut live = lock(&self.live);
+        while *live > own {
+            live = self.exited.wait(live).unwrap_or_else(|p| p.into_inner());
+        }
+        drop(live);
         let handles = std::mem::take(&mut *lock(&self.handles));
         let me = std::thread::current().id();
         for handle in handles {
@@ -194,5 +219,19 @@ impl Registry {
                 let _ = handle.join();
             }
         }
+    }
+}
+
+std::thread_local! {
+    /// The registry whose worker the current thread is (its address), or 0.
+    static WORKER_OF: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Counts a worker out when its thread function ends, however it ends.
+struct ExitGuard<'a>(&'a Registry);
+
+impl Drop for ExitGuard<'_> {
+    fn drop(&mut self) {
+        self.0.worker_exited();
     }
 }
