@@ -17,7 +17,7 @@ pub enum Error {
 
     /// A wait ran out of time. `unfinished` of the `total` futures waited on
     /// were still not done; the futures themselves stay usable.
-    #[error("timed out: {unfinished} (of {total}) futures unfinished")]
+    #[error("{}", timeout_message(*unfinished, *total))]
     Timeout {
         /// How many of the futures were not done when the time ran out.
         unfinished: usize,
@@ -125,6 +125,14 @@ impl Error {
             location: None,
             backtrace: None,
         }
+    }
+}
+
+fn timeout_message(unfinished: usize, total: usize) -> String {
+    if total == 1 {
+        "timed out waiting for the future".to_owned()
+    } else {
+        format!("timed out: {unfinished} (of {total}) futures unfinished")
     }
 }
 

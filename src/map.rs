@@ -3,7 +3,9 @@
 //!
 //! Each item is its own result: a panicking item yields its error and the
 //! iteration goes on (unlike Python, where the first exception ends `map`).
-//! Dropping the iterator cancels every submitted chunk that has not started.
+//! Dropping the iterator once iteration has begun cancels every submitted
+//! chunk that has not started; an iterator dropped before its first `next`
+//! leaves the work running, as Python's `map` does (fire and forget).
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -121,6 +123,9 @@ pub struct Map<'a, T> {
     bounded: bool,
     submitted: usize,
     finished: bool,
+    /// Whether `next` was ever called: like Python's generator, an iterator
+    /// never started does not cancel anything when dropped.
+    started: bool,
 }
 
 impl<'a, T> Map<'a, T> {
@@ -158,6 +163,7 @@ impl<'a, T> Map<'a, T> {
             bounded: options.buffersize.is_some(),
             submitted,
             finished: false,
+            started: false,
         })
     }
 
@@ -194,6 +200,7 @@ impl<T> Iterator for Map<'_, T> {
     type Item = Result<T, Error>;
 
     fn next(&mut self) -> Option<Self::Item> {
+        self.started = true;
         loop {
             if let Some(item) = self.current.next() {
                 return Some(item);
@@ -234,7 +241,9 @@ impl<T> Iterator for Map<'_, T> {
 
 impl<T> Drop for Map<'_, T> {
     fn drop(&mut self) {
-        self.cancel_all();
+        if self.started {
+            self.cancel_all();
+        }
     }
 }
 

@@ -15,7 +15,6 @@ mod worker;
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
 
 pub use builder::ThreadPoolBuilder;
 pub use scope::Scope;
@@ -53,12 +52,7 @@ use registry::Registry;
 /// ```
 pub struct ThreadPoolExecutor {
     registry: Arc<Registry>,
-    shutdown: AtomicU8,
 }
-
-const OPEN: u8 = 0;
-const SHUT_WAITING: u8 = 1;
-const SHUT_DETACHED: u8 = 2;
 
 impl ThreadPoolExecutor {
     /// A pool of at most `max_workers` threads. Zero is an
@@ -75,7 +69,6 @@ impl ThreadPoolExecutor {
     fn from_registry(registry: Registry) -> ThreadPoolExecutor {
         ThreadPoolExecutor {
             registry: Arc::new(registry),
-            shutdown: AtomicU8::new(OPEN),
         }
     }
 
@@ -201,10 +194,6 @@ impl ThreadPoolExecutor {
     /// every worker has exited (the calling thread is never joined, so a task
     /// may shut down its own pool).
     pub fn shutdown(&self, wait: bool, cancel_futures: bool) {
-        self.shutdown.store(
-            if wait { SHUT_WAITING } else { SHUT_DETACHED },
-            Ordering::Release,
-        );
         self.registry.close();
         if cancel_futures {
             self.registry.cancel_queued();
@@ -233,11 +222,11 @@ where
 }
 
 impl Drop for ThreadPoolExecutor {
+    /// `shutdown(wait = true)`, as at the end of Python's `with` block (even
+    /// after an explicit `shutdown(wait = false)`); while panicking, queued
+    /// work is cancelled first.
     fn drop(&mut self) {
-        match self.shutdown.load(Ordering::Acquire) {
-            SHUT_DETACHED => {}
-            _ => self.shutdown(true, std::thread::panicking()),
-        }
+        self.shutdown(true, std::thread::panicking());
     }
 }
 

@@ -34,10 +34,10 @@ pub(crate) struct Registry {
     thread_name_prefix: String,
     pub(crate) initializer: Option<Initializer>,
     handles: Mutex<Vec<JoinHandle<()>>>,
-    /// Worker threads started and not yet finished. `shutdown(wait)` waits
-    /// on `exited` until this is zero (one, when a worker of this pool calls
-    /// it), so that every waiting caller waits, not only the first.
-    live: Mutex<usize>,
+    /// Worker threads started and not yet finished, and how many of them
+    /// are themselves waiting in `shutdown(wait)`. Every waiting caller
+    /// waits on `exited`, not only the first.
+    live: Mutex<Workers>,
     exited: Condvar,
     /// Whether all submissions have stopped (CLOSED and drained).
     drained: AtomicBool,
@@ -61,7 +61,7 @@ impl Registry {
             thread_name_prefix,
             initializer,
             handles: Mutex::new(Vec::new()),
-            live: Mutex::new(0),
+            live: Mutex::new(Workers::default()),
             exited: Condvar::new(),
             drained: AtomicBool::new(false),
             broken: Mutex::new(None),
@@ -84,15 +84,20 @@ impl Registry {
             return Err((self.broken_error(), job));
         }
         self.queue.push(job);
-        if self.is_broken() {
+        self.sleep.wake_one();
+        let mut spawn_failure = None;
+        if self.started.load(Ordering::Relaxed) < self.max_workers && !self.claim_idle() {
+            spawn_failure = self.spawn_worker();
+        }
+        self.gate.fetch_sub(1, Ordering::SeqCst);
+        // Failing futures runs their done callbacks, which may shut this pool
+        // down: only outside the gate, or `close` would wait for us forever.
+        if let Some(reason) = spawn_failure {
+            self.mark_broken(reason);
+        } else if self.is_broken() {
             // Broke while we pushed: fail it (and anything else) ourselves.
             self.fail_queued();
         }
-        self.sleep.wake_one();
-        if self.started.load(Ordering::Relaxed) < self.max_workers && !self.claim_idle() {
-            self.spawn_worker();
-        }
-        self.gate.fetch_sub(1, Ordering::SeqCst);
         Ok(())
     }
 
@@ -110,17 +115,19 @@ impl Registry {
         }
     }
 
-    fn spawn_worker(self: &std::sync::Arc<Self>) {
+    /// Starts one more worker if the pool may grow. Returns why the pool is
+    /// broken if no worker could be started and none runs.
+    fn spawn_worker(self: &std::sync::Arc<Self>) -> Option<String> {
         let index = match self
             .started
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < self.max_workers).then_some(n + 1)
             }) {
             Ok(n) => n,
-            Err(_) => return,
+            Err(_) => return None,
         };
         let registry = std::sync::Arc::clone(self);
-        *lock(&self.live) += 1;
+        lock(&self.live).live += 1;
         let spawned = std::thread::Builder::new()
             .name(format!("{}_{}", self.thread_name_prefix, index))
             .spawn(move || {
@@ -129,13 +136,14 @@ impl Registry {
                 worker::main_loop(&registry)
             });
         match spawned {
-            Ok(handle) => lock(&self.handles).push(handle),
+            Ok(handle) => {
+                lock(&self.handles).push(handle);
+                None
+            }
             Err(e) => {
                 self.worker_exited();
                 let left = self.started.fetch_sub(1, Ordering::AcqRel) - 1;
-                if left == 0 {
-                    self.mark_broken(format!("could not start a worker thread: {e}"));
-                }
+                (left == 0).then(|| format!("could not start a worker thread: {e}"))
             }
         }
     }
@@ -199,25 +207,35 @@ impl Registry {
     }
 
     fn worker_exited(&self) {
-        *lock(&self.live) -= 1;
+        lock(&self.live).live -= 1;
         self.exited.notify_all();
     }
 
-    /// Waits until every worker has finished (except the calling thread, if
-    /// it is one of them), then joins those threads.
+    /// Waits until every worker has finished, then joins them. Called from
+    /// one of this pool's own workers (a task shutting its pool down), it
+    /// waits until every *other* worker has finished or is itself waiting
+    /// here, and joins nobody: two tasks shutting the pool down at once must
+    /// not wait for (or join) each other.
     pub(crate) fn join_workers(&self) {
-        let own = usize::from(WORKER_OF.with(|w| w.get()) == self as *const Registry as usize);
-        let mut live = lock(&self.live);
-        while *live > own {
-            live = self.exited.wait(live).unwrap_or_else(|p| p.into_inner());
+        let own = WORKER_OF.with(|w| w.get()) == self as *const Registry as usize;
+        let mut workers = lock(&self.live);
+        if own {
+            workers.waiting += 1;
+            self.exited.notify_all();
         }
-        drop(live);
+        // Another caller waits for every worker, those waiting here included.
+        let others = |w: &Workers| if own { w.live - w.waiting } else { w.live };
+        while others(&workers) > 0 {
+            workers = self.exited.wait(workers).unwrap_or_else(|p| p.into_inner());
+        }
+        if own {
+            workers.waiting -= 1;
+            return;
+        }
+        drop(workers);
         let handles = std::mem::take(&mut *lock(&self.handles));
-        let me = std::thread::current().id();
         for handle in handles {
-            if handle.thread().id() != me {
-                let _ = handle.join();
-            }
+            let _ = handle.join();
         }
     }
 }
@@ -234,4 +252,11 @@ impl Drop for ExitGuard<'_> {
     fn drop(&mut self) {
         self.0.worker_exited();
     }
+}
+
+/// See [`Registry::join_workers`].
+#[derive(Default)]
+struct Workers {
+    live: usize,
+    waiting: usize,
 }
