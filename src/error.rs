@@ -117,15 +117,6 @@ impl Error {
     pub(crate) fn timeout(unfinished: usize, total: usize) -> Error {
         Error::Timeout { unfinished, total }
     }
-
-    /// Turns a caught panic payload into [`Error::Panicked`].
-    pub(crate) fn from_panic(payload: Box<dyn std::any::Any + Send>) -> Error {
-        Error::Panicked {
-            message: panic_message(payload.as_ref()),
-            location: None,
-            backtrace: None,
-        }
-    }
 }
 
 fn timeout_message(unfinished: usize, total: usize) -> String {

@@ -39,6 +39,7 @@
 pub mod error;
 pub mod future;
 pub mod map;
+mod panic;
 mod sync;
 pub mod thread_pool;
 pub mod wait;

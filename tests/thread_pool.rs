@@ -982,3 +982,26 @@ fn done_callbacks_may_submit_follow_up_work() {
     step(&pool, 200, tx);
     assert_eq!(rx.recv_timeout(LONG), Ok(0));
 }
+
+#[test]
+fn a_panicking_task_reports_message_and_location() {
+    let pool = ThreadPoolExecutor::new(1).unwrap();
+    let line = line!() + 1;
+    let f = pool.submit(|| -> u8 { panic!("located {}", 7) }).unwrap();
+    match f.result_timeout(Duration::from_secs(30)) {
+        Err(Error::Panicked {
+            message, location, ..
+        }) => {
+            assert_eq!(message, "located 7");
+            let location = location.expect("the pool records where the task panicked");
+            assert!(
+                location.starts_with(&format!("tests/thread_pool.rs:{line}:")),
+                "{location}"
+            );
+        }
+        other => panic!("expected a panic error, got {other:?}"),
+    }
+    // A panic outside any task still reaches the previous hook and unwinds
+    // normally.
+    assert!(std::panic::catch_unwind(|| panic!("outside")).is_err());
+}

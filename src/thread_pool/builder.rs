@@ -89,6 +89,7 @@ impl ThreadPoolBuilder {
             Some(n) => n,
             None => default_max_workers(),
         };
+        crate::panic::install_hook();
         static POOLS: AtomicUsize = AtomicUsize::new(0);
         let prefix = self.thread_name_prefix.unwrap_or_else(|| {
             format!(

@@ -1,7 +1,6 @@
 //! What sits in the queue: a task's closure, in the same allocation as the
 //! future it completes.
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex};
 
 use crate::Error;
@@ -88,7 +87,7 @@ where
         if !self.core.header().set_running() {
             return;
         }
-        let outcome = catch_unwind(AssertUnwindSafe(func)).map_err(Error::from_panic);
+        let outcome = crate::panic::catch(func);
         on_ran();
         // Only a concurrent `abort` can have completed it meanwhile.
         let _ = self.core.complete(outcome);

@@ -13,7 +13,6 @@ mod sleep;
 mod worker;
 
 use std::fmt;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
 pub use builder::ThreadPoolBuilder;
@@ -152,9 +151,7 @@ impl ThreadPoolExecutor {
             let run_chunk = move || {
                 chunk
                     .into_iter()
-                    .map(|item| {
-                        catch_unwind(AssertUnwindSafe(|| f(item))).map_err(Error::from_panic)
-                    })
+                    .map(|item| crate::panic::catch(|| f(item)))
                     .collect()
             };
             Some(submit_to(&registry, run_chunk).map(|future| (n, future)))

@@ -1,0 +1,69 @@
+//! Catching a task's panic with its message, location and backtrace.
+//!
+//! The first pool built installs a panic hook that, on a thread inside
+//! [`catch`], records where the panic happened (and the backtrace, when
+//! `RUST_BACKTRACE` asks for one) instead of printing it: the panic is the
+//! task's result, reported through its future, as Python stores a task's
+//! exception. Panics anywhere else go to the previous hook unchanged.
+
+use std::backtrace::{Backtrace, BacktraceStatus};
+use std::cell::{Cell, RefCell};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Once;
+
+use crate::Error;
+use crate::error::panic_message;
+
+thread_local! {
+    static CATCHING: Cell<bool> = const { Cell::new(false) };
+    static LAST: RefCell<Option<Caught>> = const { RefCell::new(None) };
+}
+
+/// What the hook saw of the last panic on this thread.
+struct Caught {
+    location: Option<String>,
+    backtrace: Option<String>,
+}
+
+/// Runs `f`, turning a panic into [`Error::Panicked`].
+pub(crate) fn catch<T>(f: impl FnOnce() -> T) -> Result<T, Error> {
+    let outer = CATCHING.with(|c| c.replace(true));
+    let outcome = catch_unwind(AssertUnwindSafe(f));
+    CATCHING.with(|c| c.set(outer));
+    outcome.map_err(|payload| {
+        let message = panic_message(payload.as_ref());
+        // Dropping the payload may itself panic; the worker must survive.
+        let _ = catch_unwind(AssertUnwindSafe(move || drop(payload)));
+        let caught = LAST.with(|l| l.borrow_mut().take());
+        Error::Panicked {
+            message,
+            location: caught.as_ref().and_then(|c| c.location.clone()),
+            backtrace: caught.and_then(|c| c.backtrace),
+        }
+    })
+}
+
+/// Installs the recording hook (once per process), chained to the current one.
+pub(crate) fn install_hook() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !CATCHING.try_with(Cell::get).unwrap_or(false) {
+                return previous(info);
+            }
+            let location = info
+                .location()
+                .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()));
+            let backtrace = Backtrace::capture();
+            let backtrace =
+                (backtrace.status() == BacktraceStatus::Captured).then(|| backtrace.to_string());
+            let _ = LAST.try_with(|l| {
+                *l.borrow_mut() = Some(Caught {
+                    location,
+                    backtrace,
+                })
+            });
+        }));
+    });
+}
