@@ -52,3 +52,11 @@ pub(crate) fn wait_until<'a, T>(
         }
     }
 }
+
+/// Gives up the CPU (a loom scheduling point under loom).
+pub(crate) fn yield_now() {
+    #[cfg(not(loom))]
+    std::thread::yield_now();
+    #[cfg(loom)]
+    loom::thread::yield_now();
+}

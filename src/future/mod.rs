@@ -41,14 +41,22 @@ pub(crate) struct Core<T> {
     /// Written once, under the header's lock, before `FINISHED` is
     /// published; after that only read, until the one owning [`Future`]
     /// takes it out once the future is settled.
-    value: UnsafeCell<Option<Result<T, Error>>>,
+    value: UnsafeCell<Slot<T>>,
+}
+
+/// The outcome of a finished future. The error is boxed: `Error` is large,
+/// and every task carries a slot.
+enum Slot<T> {
+    Empty,
+    Value(T),
+    Failed(Box<Error>),
 }
 
 // SAFETY: the value is moved in by the promise (so `T: Send`) and then only
 // reached through the owning `Future`'s handle. The only other reader is a
-// done callback, which `add_done_callback` allows only for `T: Sync`. All
-// writes happen under the header's lock before the state that makes the value
-// visible is published with Release ordering.
+// done callback, which `add_done_callback` allows only for `T: Sync`. The one
+// write happens while the writer holds the header's completion claim, before
+// the state that makes the value visible is published with Release ordering.
 unsafe impl<T: Send> Send for Core<T> {}
 // SAFETY: as above; `&Core<T>` exposes `&T` only through `Future<T>`, whose
 // own `Sync` requires `T: Sync`.
@@ -71,7 +79,7 @@ impl<T> Core<T> {
     pub(crate) fn new() -> Core<T> {
         Core {
             header: Header::new(),
-            value: UnsafeCell::new(None),
+            value: UnsafeCell::new(Slot::Empty),
         }
     }
 
@@ -79,9 +87,14 @@ impl<T> Core<T> {
     pub(crate) fn complete(&self, outcome: Result<T, Error>) -> Result<(), Error> {
         let failed = outcome.is_err();
         self.header.finish(failed, || {
-            // SAFETY: `finish` calls this under the lock and only while the
-            // future is pending or running, when nobody reads the slot.
-            unsafe { *self.value.get() = Some(outcome) }
+            let slot = match outcome {
+                Ok(value) => Slot::Value(value),
+                Err(error) => Slot::Failed(Box::new(error)),
+            };
+            // SAFETY: `finish` calls this only while this thread holds the
+            // completion claim on a pending or running future, when nobody
+            // else reads or writes the slot.
+            unsafe { *self.value.get() = slot }
         })
     }
 
@@ -229,9 +242,9 @@ impl<T> Future<T> {
         // was written and is only read until taken, which needs `&mut self`
         // or `self`.
         match unsafe { &*self.core().value.get() } {
-            Some(Ok(value)) => Ok(value),
-            Some(Err(error)) => Err(error.clone()),
-            None => Err(taken()),
+            Slot::Value(value) => Ok(value),
+            Slot::Failed(error) => Err((**error).clone()),
+            Slot::Empty => Err(taken()),
         }
     }
 
@@ -252,7 +265,11 @@ impl<T> Future<T> {
         // SAFETY: settled means finished and no done callback still borrows
         // the value; `&mut self` excludes borrows through this handle, and no
         // other handle reads the value any more.
-        unsafe { (*self.core().value.get()).take() }.unwrap_or_else(|| Err(taken()))
+        match std::mem::replace(unsafe { &mut *self.core().value.get() }, Slot::Empty) {
+            Slot::Value(value) => Ok(value),
+            Slot::Failed(error) => Err(*error),
+            Slot::Empty => Err(taken()),
+        }
     }
 }
 

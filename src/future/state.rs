@@ -16,35 +16,50 @@
 //!  CANCELLED ◀──────────────┘
 //! ```
 //!
-//! Every transition happens under `Header::waiters`' lock, so a waiter that
-//! registers under the same lock either sees the new state or is in the list
-//! the transition takes. `mirror` repeats the state for lock-free reads: it is
-//! stored (Release) after the value is written, so a reader that loads it
-//! (Acquire) and sees `FINISHED` may read the value.
+//! ## One atomic word
 //!
-//! `CALLBACKS` is set while done callbacks run: they borrow the value through
-//! their own handle, so taking the value out waits until the flag clears.
+//! `word` holds the state and a few flags, and every transition is a
+//! compare-and-swap on it, so the common life of a task (submit, start,
+//! finish, read) takes no lock at all. The lock guards only the waiter
+//! lists, and completing takes it only when `WAITERS` says somebody is
+//! registered:
+//!
+//! - A completer (finish, cancel, abort) first claims the future by setting
+//!   `COMPLETING`; only the claimer writes the value. It then publishes the
+//!   final state with a Release CAS, which fails if `WAITERS` appeared in the
+//!   meantime; then it takes the lock, empties the lists and wakes them.
+//! - A waiter registers under the lock and sets `WAITERS` with a CAS that
+//!   fails if the future became done: either the completer sees the flag, or
+//!   the waiter sees the final state. No wake-up is lost.
+//! - `CALLBACKS` is set while done callbacks run: they borrow the value
+//!   through their own handle, so taking the value out waits until it clears.
 
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use crate::Error;
-use crate::sync::{Arc, AtomicU8, Condvar, Mutex, Ordering, lock, wait_until};
+use crate::sync::{Arc, AtomicU8, Condvar, Mutex, MutexGuard, Ordering, lock, wait_until};
 use crate::wait::WaitSet;
 
 pub(crate) const PENDING: u8 = 0;
 pub(crate) const RUNNING: u8 = 1;
 pub(crate) const CANCELLED: u8 = 2;
 pub(crate) const FINISHED: u8 = 3;
-const STATE: u8 = 0b0011;
+const STATE: u8 = 0b11;
 /// Finished with an error (a panic, a remote failure...), not a value.
-const FAILED: u8 = 0b0100;
+const FAILED: u8 = 0b100;
 /// Done callbacks are still running.
 const CALLBACKS: u8 = 0b1000;
+/// Something is registered in `waiters`: completing must take the lock.
+const WAITERS: u8 = 0b1_0000;
+/// A completer has claimed the future and is writing its outcome.
+const COMPLETING: u8 = 0b10_0000;
 
-/// Polls of the state before a waiter blocks (spinning, then yielding).
+/// Polls of the state before a waiter blocks: `Backoff` spins for the first
+/// few and yields for the rest (a yield lets an oversubscribed pool's
+/// workers produce the very result we wait for).
 #[cfg(not(loom))]
-const WAIT_SPINS: u32 = 32;
+const WAIT_SPINS: u32 = 24;
 
 /// A done callback, already bound to the future it reports on.
 pub(crate) type Callback = Box<dyn FnOnce() + Send>;
@@ -53,7 +68,7 @@ pub(crate) type AbortHandler = Box<dyn FnOnce() + Send>;
 
 /// State and waiters of one future, independent of its value type.
 pub struct Header {
-    mirror: AtomicU8,
+    word: AtomicU8,
     waiters: Mutex<Waiters>,
     /// Threads blocked in `result`/`wait` on this one future.
     cond: Condvar,
@@ -61,13 +76,25 @@ pub struct Header {
 
 #[derive(Default)]
 struct Waiters {
-    state: u8,
     /// Threads blocked on `cond`; `notify_all` is a syscall, so skip it at 0.
     sleepers: usize,
+    /// Boxed: most futures never have anyone registered, and a small header
+    /// keeps a task in one small allocation.
+    lists: Option<Box<Lists>>,
+}
+
+#[derive(Default)]
+struct Lists {
     sets: Vec<(Arc<WaitSet>, usize)>,
     waker: Option<Waker>,
     callbacks: Vec<Callback>,
     abort: Option<AbortHandler>,
+}
+
+impl Waiters {
+    fn lists(&mut self) -> &mut Lists {
+        self.lists.get_or_insert_with(Box::default)
+    }
 }
 
 /// Everything a transition must notify, collected under the lock and
@@ -83,7 +110,7 @@ struct Wakeups {
 impl Header {
     pub(crate) fn new() -> Header {
         Header {
-            mirror: AtomicU8::new(PENDING),
+            word: AtomicU8::new(PENDING),
             waiters: Mutex::new(Waiters::default()),
             cond: Condvar::new(),
         }
@@ -91,7 +118,7 @@ impl Header {
 
     /// The current state (one of the four constants), read without locking.
     pub(crate) fn state(&self) -> u8 {
-        self.mirror.load(Ordering::Acquire) & STATE
+        self.word.load(Ordering::Acquire) & STATE
     }
 
     pub(crate) fn done(&self) -> bool {
@@ -100,105 +127,199 @@ impl Header {
 
     /// Finished with an error rather than a value (cancelled is not failed).
     pub(crate) fn failed(&self) -> bool {
-        self.mirror.load(Ordering::Acquire) & FAILED != 0
+        self.word.load(Ordering::Acquire) & FAILED != 0
     }
 
-    /// Done, and no done callback still borrows the value.
+    /// Cancelled, or finished with no done callback still borrowing the value.
     pub(crate) fn settled(&self) -> bool {
-        let m = self.mirror.load(Ordering::Acquire);
-        m & STATE >= CANCELLED && m & CALLBACKS == 0
+        let w = self.word.load(Ordering::Acquire);
+        match w & STATE {
+            CANCELLED => true,
+            FINISHED => w & CALLBACKS == 0,
+            _ => false,
+        }
     }
 
     /// PENDING -> RUNNING. False if the future was cancelled (or is not
     /// pending), in which case the task must not run.
     pub(crate) fn set_running(&self) -> bool {
-        let mut w = lock(&self.waiters);
-        if w.state & STATE != PENDING {
-            return false;
+        let mut w = self.word.load(Ordering::Acquire);
+        loop {
+            if w & (STATE | COMPLETING) != PENDING {
+                return false;
+            }
+            match self.word.compare_exchange_weak(
+                w,
+                (w & !STATE) | RUNNING,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return true,
+                Err(now) => w = now,
+            }
         }
-        w.state = RUNNING;
-        self.mirror.store(RUNNING, Ordering::Release);
-        true
+    }
+
+    /// Waits out another completer's claim (it only has to store the
+    /// outcome and publish it) and returns the word after it.
+    fn settled_word(&self) -> u8 {
+        loop {
+            let w = self.word.load(Ordering::Acquire);
+            if w & COMPLETING == 0 {
+                return w;
+            }
+            crate::sync::yield_now();
+        }
+    }
+
+    /// Claims the future for completion if `allowed(state)`. Returns the
+    /// state it found when the claim is refused.
+    fn claim(&self, allowed: impl Fn(u8) -> bool) -> Result<(), u8> {
+        let mut w = self.settled_word();
+        loop {
+            if !allowed(w & STATE) {
+                return Err(w & STATE);
+            }
+            match self.word.compare_exchange_weak(
+                w,
+                w | COMPLETING,
+                Ordering::Acquire,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return Ok(()),
+                Err(now) if now & COMPLETING != 0 => w = self.settled_word(),
+                Err(now) => w = now,
+            }
+        }
+    }
+
+    /// Publishes `state` (a done state) after a successful claim.
+    fn publish(&self, state: u8) {
+        let mut w = self.word.load(Ordering::Relaxed);
+        loop {
+            if w & WAITERS != 0 {
+                let waiters = lock(&self.waiters);
+                self.settle(waiters, state).deliver(self);
+                return;
+            }
+            match self
+                .word
+                .compare_exchange_weak(w, state, Ordering::Release, Ordering::Relaxed)
+            {
+                Ok(_) => return,
+                Err(now) => w = now,
+            }
+        }
+    }
+
+    /// Under the lock, with the claim held: stores the final state and takes
+    /// everything to notify. Nobody else writes the word meanwhile: waiters
+    /// need the lock, and every other transition respects the claim.
+    fn settle(&self, mut waiters: MutexGuard<'_, Waiters>, state: u8) -> Wakeups {
+        let lists = waiters.lists.take().map(|b| *b).unwrap_or_default();
+        let callbacks_flag = if lists.callbacks.is_empty() {
+            0
+        } else {
+            CALLBACKS
+        };
+        self.word.store(state | callbacks_flag, Ordering::Release);
+        let sleepers = waiters.sleepers > 0;
+        drop(waiters);
+        drop(lists.abort);
+        Wakeups {
+            failed: state & FAILED != 0,
+            sleepers,
+            sets: lists.sets,
+            waker: lists.waker,
+            callbacks: lists.callbacks,
+        }
+    }
+
+    /// Under the lock: marks that someone waits, unless the future is done.
+    /// Returns false (and registers nothing) if it is done.
+    fn register_locked(&self, _waiters: &mut MutexGuard<'_, Waiters>) -> bool {
+        let mut w = self.word.load(Ordering::Acquire);
+        loop {
+            if w & STATE >= CANCELLED {
+                return false;
+            }
+            if w & WAITERS != 0 {
+                return true;
+            }
+            match self.word.compare_exchange_weak(
+                w,
+                w | WAITERS,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return true,
+                Err(now) => w = now,
+            }
+        }
     }
 
     /// PENDING -> CANCELLED. True if the future is (now) cancelled.
     pub(crate) fn cancel(&self) -> bool {
-        let w = lock(&self.waiters);
-        match w.state & STATE {
-            CANCELLED => true,
-            PENDING => {
-                self.transition(w, CANCELLED).deliver(self);
+        match self.claim(|s| s == PENDING) {
+            Ok(()) => {
+                self.publish(CANCELLED);
                 true
             }
-            _ => false,
+            Err(state) => state == CANCELLED,
         }
     }
 
     /// Like [`cancel`](Self::cancel), and a running future with an abort
     /// handler is cancelled too; the handler then stops the work.
     pub(crate) fn abort(&self) -> bool {
-        let mut w = lock(&self.waiters);
-        match w.state & STATE {
-            CANCELLED => true,
-            PENDING => {
-                self.transition(w, CANCELLED).deliver(self);
+        if self.cancel() {
+            return true;
+        }
+        let has_handler = |w: &Waiters| w.lists.as_ref().is_some_and(|l| l.abort.is_some());
+        if !has_handler(&lock(&self.waiters)) {
+            return false;
+        }
+        // Claim without the lock: a finisher holding the claim may need the
+        // lock to publish. Once claimed, no other abort can get here.
+        if let Err(state) = self.claim(|s| s == RUNNING) {
+            return state == CANCELLED;
+        }
+        let mut waiters = lock(&self.waiters);
+        match waiters.lists.as_mut().and_then(|l| l.abort.take()) {
+            Some(handler) => {
+                self.settle(waiters, CANCELLED).deliver(self);
+                handler();
                 true
             }
-            RUNNING => match w.abort.take() {
-                Some(handler) => {
-                    self.transition(w, CANCELLED).deliver(self);
-                    handler();
-                    true
-                }
-                None => false,
-            },
-            _ => false,
+            None => {
+                self.word.fetch_and(!COMPLETING, Ordering::Release);
+                false
+            }
         }
     }
 
     pub(crate) fn set_abort_handler(&self, handler: AbortHandler) {
-        let mut w = lock(&self.waiters);
-        if w.state & STATE < CANCELLED {
-            w.abort = Some(handler);
+        let mut waiters = lock(&self.waiters);
+        if self.register_locked(&mut waiters) {
+            waiters.lists().abort = Some(handler);
         }
     }
 
     /// PENDING or RUNNING -> FINISHED. `write` stores the value; it runs
-    /// under the lock, before anyone can see the new state, and only if the
-    /// transition is allowed.
+    /// while this thread holds the claim, before anyone can see the new
+    /// state, and only if the transition is allowed.
     pub(crate) fn finish(&self, failed: bool, write: impl FnOnce()) -> Result<(), Error> {
-        let w = lock(&self.waiters);
-        match w.state & STATE {
-            PENDING | RUNNING => {
+        match self.claim(|s| s < CANCELLED) {
+            Ok(()) => {
                 write();
-                let state = FINISHED | if failed { FAILED } else { 0 };
-                self.transition(w, state).deliver(self);
+                self.publish(FINISHED | if failed { FAILED } else { 0 });
                 Ok(())
             }
-            CANCELLED => Err(Error::InvalidState(
+            Err(CANCELLED) => Err(Error::InvalidState(
                 "cannot complete a cancelled future".into(),
             )),
-            _ => Err(Error::InvalidState("the future is already finished".into())),
+            Err(_) => Err(Error::InvalidState("the future is already finished".into())),
         }
-    }
-
-    /// Moves to `state` (a done state) and takes everything to notify.
-    fn transition(&self, mut w: crate::sync::MutexGuard<'_, Waiters>, state: u8) -> Wakeups {
-        let callbacks = std::mem::take(&mut w.callbacks);
-        let state = state | if callbacks.is_empty() { 0 } else { CALLBACKS };
-        w.state = state;
-        self.mirror.store(state, Ordering::Release);
-        let wakeups = Wakeups {
-            failed: state & FAILED != 0,
-            sleepers: w.sleepers > 0,
-            sets: std::mem::take(&mut w.sets),
-            waker: w.waker.take(),
-            callbacks,
-        };
-        let abort = w.abort.take();
-        drop(w);
-        drop(abort);
-        wakeups
     }
 
     /// Blocks until done (or, with `settle`, until done callbacks have run
@@ -220,15 +341,21 @@ impl Header {
                 }
             }
         }
-        let mut w = lock(&self.waiters);
+        let mut waiters = lock(&self.waiters);
         loop {
             if ready(self) {
                 return true;
             }
-            w.sleepers += 1;
-            let (guard, timed_out) = wait_until(&self.cond, w, deadline);
-            w = guard;
-            w.sleepers -= 1;
+            // Not done: make the completer take the lock and notify us. Done
+            // meanwhile (registration refused): look again; if only callbacks
+            // are left, clearing `CALLBACKS` (under this lock) notifies us.
+            if !self.register_locked(&mut waiters) && ready(self) {
+                return true;
+            }
+            waiters.sleepers += 1;
+            let (guard, timed_out) = wait_until(&self.cond, waiters, deadline);
+            waiters = guard;
+            waiters.sleepers -= 1;
             if timed_out {
                 return ready(self);
             }
@@ -238,29 +365,31 @@ impl Header {
     /// Registers a done callback. If the future is already done the callback
     /// is handed back for the caller to run at once.
     pub(crate) fn add_callback(&self, callback: Callback) -> Option<Callback> {
-        let mut w = lock(&self.waiters);
-        if w.state & STATE >= CANCELLED {
+        let mut waiters = lock(&self.waiters);
+        if !self.register_locked(&mut waiters) {
             return Some(callback);
         }
-        w.callbacks.push(callback);
+        waiters.lists().callbacks.push(callback);
         None
     }
 
     /// Adds `set` to the waiters, to be told `key` on completion. False if
     /// the future is already done (nothing was registered).
     pub(crate) fn register(&self, set: &Arc<WaitSet>, key: usize) -> bool {
-        let mut w = lock(&self.waiters);
-        if w.state & STATE >= CANCELLED {
+        let mut waiters = lock(&self.waiters);
+        if !self.register_locked(&mut waiters) {
             return false;
         }
-        w.sets.push((Arc::clone(set), key));
+        waiters.lists().sets.push((Arc::clone(set), key));
         true
     }
 
     /// Removes `set` from the waiters (if it is still there).
     pub(crate) fn unregister(&self, set: &Arc<WaitSet>) {
-        let mut w = lock(&self.waiters);
-        w.sets.retain(|(s, _)| !Arc::ptr_eq(s, set));
+        let mut waiters = lock(&self.waiters);
+        if let Some(lists) = waiters.lists.as_mut() {
+            lists.sets.retain(|(s, _)| !Arc::ptr_eq(s, set));
+        }
     }
 
     /// Ready once settled; otherwise remembers the task's waker.
@@ -268,11 +397,16 @@ impl Header {
         if self.settled() {
             return Poll::Ready(());
         }
-        let mut w = lock(&self.waiters);
+        let mut waiters = lock(&self.waiters);
         if self.settled() {
             return Poll::Ready(());
         }
-        match &mut w.waker {
+        // Not done: the completer will take the waker. Done but not settled:
+        // clearing `CALLBACKS` (under this lock) will.
+        if !self.register_locked(&mut waiters) && self.settled() {
+            return Poll::Ready(());
+        }
+        match &mut waiters.lists().waker {
             Some(old) if old.will_wake(cx.waker()) => {}
             slot => *slot = Some(cx.waker().clone()),
         }
@@ -298,12 +432,11 @@ impl Wakeups {
             run_callback(callback);
         }
         // The value is free to be taken now: tell whoever waits to take it.
-        let mut w = lock(&header.waiters);
-        w.state &= !CALLBACKS;
-        header.mirror.store(w.state, Ordering::Release);
-        let sleepers = w.sleepers > 0;
-        let waker = w.waker.take();
-        drop(w);
+        let mut waiters = lock(&header.waiters);
+        header.word.fetch_and(!CALLBACKS, Ordering::Release);
+        let sleepers = waiters.sleepers > 0;
+        let waker = waiters.lists.as_mut().and_then(|l| l.waker.take());
+        drop(waiters);
         if sleepers {
             header.cond.notify_all();
         }
