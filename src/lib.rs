@@ -51,6 +51,11 @@ pub use thread_pool::{Scope, ThreadPoolBuilder, ThreadPoolExecutor};
 pub use wait::{AsCompleted, ReturnWhen, Waited, as_completed, wait};
 
 // ---- process pool (feature "process") --------------------------------------
+#[cfg(all(feature = "process", not(unix)))]
+compile_error!(
+    "the `process` feature (ProcessPoolExecutor) needs a Unix platform; \
+     use `default-features = false` elsewhere"
+);
 #[cfg(feature = "process")]
 extern crate self as concurrent_futures;
 #[cfg(feature = "process")]

@@ -35,8 +35,9 @@ pub struct TaskEntry {
     pub type_id: fn() -> TypeId,
     /// The fingerprint of the argument and result types.
     pub fingerprint: fn() -> u64,
-    /// Decodes the arguments, calls the function and encodes its result.
-    pub invoke: fn(&[u8]) -> Result<Vec<u8>, RemoteError>,
+    /// Decodes the arguments, calls the function and appends its encoded
+    /// result to the vector (left unchanged on error).
+    pub invoke: fn(&[u8], &mut Vec<u8>) -> Result<(), RemoteError>,
 }
 
 /// Every task registered in the program, gathered by the linker.
@@ -102,19 +103,22 @@ pub fn type_id_of_val<T: 'static>(_: &T) -> TypeId {
     TypeId::of::<T>()
 }
 
-/// Decodes the arguments, runs `f`, encodes the result (worker side).
+/// Decodes the arguments, runs `f`, appends the encoded result to `out`
+/// (worker side).
 #[doc(hidden)]
-pub fn invoke<A, R, F>(bytes: &[u8], f: F) -> Result<Vec<u8>, RemoteError>
+pub fn invoke<A, R, F>(bytes: &[u8], out: &mut Vec<u8>, f: F) -> Result<(), RemoteError>
 where
     A: DeserializeOwned,
     R: Serialize,
     F: FnOnce(A) -> R,
 {
     let args: A = crate::wire::from_bytes(bytes).map_err(|e| {
-        RemoteError::Serialization(format!("arguments failed to deserialize in the worker: {e}"))
+        RemoteError::Serialization(format!(
+            "arguments failed to deserialize in the worker: {e}"
+        ))
     })?;
     let result = f(args);
-    postcard::to_allocvec(&result).map_err(|e| {
+    crate::wire::append(&result, out).map_err(|e| {
         RemoteError::Serialization(format!("result failed to serialize in the worker: {e}"))
     })
 }

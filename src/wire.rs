@@ -7,8 +7,12 @@
 //!   of body, at most [`MAX_FRAME`]. A truncated frame, an oversized length
 //!   or a body that does not decode is an error, never a panic or a hang.
 //! * A **body** is one message, [`ToWorker`] or [`FromWorker`], encoded with
-//!   [`postcard`] (a maintained, compact serde format). Task arguments and
-//!   results are themselves postcard bytes inside the message.
+//!   [`postcard`] (a maintained, compact serde format).
+//! * A job's arguments travel as **records** (see [`records`]): one per
+//!   call, each a 4-byte little-endian length and the postcard encoding of
+//!   the arguments, so a batch of a `map` chunk is one message and one bad
+//!   item fails alone. Results come back the same way, each record starting
+//!   with [`OUTCOME_OK`] or [`OUTCOME_ERR`].
 //! * The worker speaks first: [`FromWorker::Ready`] carries its
 //!   [`PROTOCOL_VERSION`] and pid; the pool refuses any other version.
 //! * Tasks are named by their stable registry name plus a fingerprint of
@@ -40,30 +44,32 @@ pub enum ToWorker {
         /// Its postcard-encoded arguments.
         args: ByteBuf,
     },
-    /// Run a task on each item of a batch, in order, and answer with one
+    /// Run a task on each item of a job, in order, and answer with one
     /// [`FromWorker::Done`] holding one outcome per item.
     Run {
-        /// The pool's id of this batch, echoed in the answer.
+        /// The pool's id of this job, echoed in the answer.
         id: u64,
         /// The registered name of the task.
         task: String,
         /// The fingerprint of its argument and result types.
         fingerprint: u64,
-        /// The postcard-encoded arguments, one per call.
-        items: Vec<ByteBuf>,
+        /// The postcard-encoded arguments of each call, packed as
+        /// [`records`].
+        items: ByteBuf,
     },
     /// Finish and exit (closing the connection means the same).
     Shutdown,
 }
 
-/// [`ToWorker`] by reference: encodes to the same bytes without copying the
-/// payloads first (what the pool sends).
-#[derive(Debug, Clone, Copy, Serialize)]
+/// [`ToWorker`] by reference: the same bytes on the wire, without copying
+/// the payloads (what the pool sends and the worker reads).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum ToWorkerRef<'a> {
     /// [`ToWorker::Init`].
     Init {
         task: &'a str,
         fingerprint: u64,
+        #[serde(borrow)]
         args: &'a serde_bytes::Bytes,
     },
     /// [`ToWorker::Run`].
@@ -71,7 +77,29 @@ pub(crate) enum ToWorkerRef<'a> {
         id: u64,
         task: &'a str,
         fingerprint: u64,
-        items: &'a [ByteBuf],
+        #[serde(borrow)]
+        items: &'a serde_bytes::Bytes,
+    },
+    /// [`ToWorker::Shutdown`].
+    Shutdown,
+}
+
+/// [`FromWorker`] by reference: the same bytes on the wire, without copying
+/// the payloads (what the worker sends and the pool reads).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum FromWorkerRef<'a> {
+    /// [`FromWorker::Ready`].
+    Ready { version: u32, pid: u32 },
+    /// [`FromWorker::InitDone`].
+    InitDone {
+        #[serde(borrow)]
+        outcome: Result<&'a serde_bytes::Bytes, RemoteError>,
+    },
+    /// [`FromWorker::Done`].
+    Done {
+        id: u64,
+        #[serde(borrow)]
+        results: &'a serde_bytes::Bytes,
     },
 }
 
@@ -90,12 +118,14 @@ pub enum FromWorker {
         /// The encoded result, or why it failed.
         outcome: Result<ByteBuf, RemoteError>,
     },
-    /// The outcomes of a [`ToWorker::Run`] batch, one per item, in order.
+    /// The outcomes of a [`ToWorker::Run`] job, one per item, in order.
     Done {
-        /// The id of the batch.
+        /// The id of the job.
         id: u64,
-        /// The encoded results, or why each failed.
-        results: Vec<Result<ByteBuf, RemoteError>>,
+        /// One outcome per item, packed as [`records`]: a record starts
+        /// with [`OUTCOME_OK`] followed by the encoded result, or with
+        /// [`OUTCOME_ERR`] followed by an encoded [`RemoteError`].
+        results: ByteBuf,
     },
 }
 
@@ -153,8 +183,85 @@ impl From<RemoteError> for Error {
     }
 }
 
+/// First byte of a result record holding a value.
+pub const OUTCOME_OK: u8 = 0;
+/// First byte of a result record holding a [`RemoteError`].
+pub const OUTCOME_ERR: u8 = 1;
+
+/// A postcard flavor that appends to a borrowed vector.
+struct Append<'a>(&'a mut Vec<u8>);
+
+impl postcard::ser_flavors::Flavor for Append<'_> {
+    type Output = ();
+    fn try_push(&mut self, data: u8) -> postcard::Result<()> {
+        self.0.push(data);
+        Ok(())
+    }
+    fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
+        self.0.extend_from_slice(data);
+        Ok(())
+    }
+    fn finalize(self) -> postcard::Result<()> {
+        Ok(())
+    }
+}
+
+/// Serializes `value` at the end of `out`; on failure `out` is unchanged.
+pub(crate) fn append<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> postcard::Result<()> {
+    let start = out.len();
+    let result = postcard::serialize_with_flavor(value, Append(out));
+    if result.is_err() {
+        out.truncate(start);
+    }
+    result
+}
+
+/// Appends one record to `out`: a 4-byte little-endian length, then what
+/// `write` appends. If `write` fails, `out` is unchanged.
+pub(crate) fn append_record<E>(
+    out: &mut Vec<u8>,
+    write: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
+) -> Result<(), E> {
+    let start = out.len();
+    out.extend_from_slice(&[0; 4]);
+    match write(out) {
+        Ok(()) => {
+            let len = (out.len() - start - 4) as u32;
+            out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+            Ok(())
+        }
+        Err(e) => {
+            out.truncate(start);
+            Err(e)
+        }
+    }
+}
+
+/// The records packed in `bytes` (each a 4-byte little-endian length and
+/// that many bytes). A record cut short is an error, never a panic.
+pub fn records(bytes: &[u8]) -> impl Iterator<Item = Result<&[u8], Error>> {
+    let mut rest = bytes;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let Some((header, tail)) = rest.split_first_chunk::<4>() else {
+            rest = &[];
+            return Some(Err(Error::Protocol("record header cut short".into())));
+        };
+        let len = u32::from_le_bytes(*header) as usize;
+        if tail.len() < len {
+            rest = &[];
+            return Some(Err(Error::Protocol("record cut short".into())));
+        }
+        let (record, tail) = tail.split_at(len);
+        rest = tail;
+        Some(Ok(record))
+    })
+}
+
 /// Decodes a whole postcard body; trailing bytes are an error.
-pub(crate) fn from_bytes<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, postcard::Error> {
+pub(crate) fn from_bytes<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, postcard::Error> {
     let (value, rest) = postcard::take_from_bytes(bytes)?;
     if rest.is_empty() {
         Ok(value)
@@ -234,7 +341,7 @@ pub fn read_frame(r: &mut impl Read, buf: &mut Vec<u8>) -> io::Result<bool> {
 }
 
 /// Decodes a frame body into a message.
-pub fn decode<M: DeserializeOwned>(body: &[u8]) -> Result<M, Error> {
+pub fn decode<'a, M: Deserialize<'a>>(body: &'a [u8]) -> Result<M, Error> {
     from_bytes(body).map_err(|e| Error::Protocol(format!("malformed message: {e}")))
 }
 
@@ -274,7 +381,11 @@ mod tests {
 
     fn arb_to_worker() -> impl Strategy<Value = ToWorker> {
         prop_oneof![
-            (".{0,20}", any::<u64>(), prop::collection::vec(any::<u8>(), 0..40))
+            (
+                ".{0,20}",
+                any::<u64>(),
+                prop::collection::vec(any::<u8>(), 0..40)
+            )
                 .prop_map(|(task, fingerprint, args)| ToWorker::Init {
                     task,
                     fingerprint,
@@ -284,13 +395,13 @@ mod tests {
                 any::<u64>(),
                 ".{0,20}",
                 any::<u64>(),
-                prop::collection::vec(prop::collection::vec(any::<u8>(), 0..20), 0..5)
+                prop::collection::vec(any::<u8>(), 0..60)
             )
                 .prop_map(|(id, task, fingerprint, items)| ToWorker::Run {
                     id,
                     task,
                     fingerprint,
-                    items: items.into_iter().map(ByteBuf::from).collect()
+                    items: ByteBuf::from(items)
                 }),
             Just(ToWorker::Shutdown),
         ]
@@ -303,7 +414,7 @@ mod tests {
                 id: 7,
                 task: "a::b".into(),
                 fingerprint: 3,
-                items: vec![ByteBuf::from(vec![1, 2]), ByteBuf::new()],
+                items: ByteBuf::from(vec![1, 2]),
             },
             ToWorker::Shutdown,
         ];
@@ -313,18 +424,18 @@ mod tests {
 
     #[test]
     fn borrowed_messages_encode_like_owned_ones() {
-        let items = vec![ByteBuf::from(vec![1, 2, 3]), ByteBuf::from(vec![9; 300])];
+        let items = vec![9; 300];
         let owned = ToWorker::Run {
             id: 1 << 40,
             task: "x::y".into(),
             fingerprint: 99,
-            items: items.clone(),
+            items: ByteBuf::from(items.clone()),
         };
         let borrowed = ToWorkerRef::Run {
             id: 1 << 40,
             task: "x::y",
             fingerprint: 99,
-            items: &items,
+            items: serde_bytes::Bytes::new(&items),
         };
         assert_eq!(frames(&[owned]), frames(&[borrowed]));
         let owned = ToWorker::Init {
@@ -338,6 +449,44 @@ mod tests {
             args: serde_bytes::Bytes::new(&[4, 5]),
         };
         assert_eq!(frames(&[owned]), frames(&[borrowed]));
+        assert_eq!(
+            frames(&[ToWorker::Shutdown]),
+            frames(&[ToWorkerRef::Shutdown])
+        );
+        let owned = [
+            FromWorker::Ready { version: 1, pid: 2 },
+            FromWorker::InitDone {
+                outcome: Ok(ByteBuf::from(vec![1])),
+            },
+            FromWorker::InitDone {
+                outcome: Err(RemoteError::UnknownTask("t".into())),
+            },
+            FromWorker::Done {
+                id: 3,
+                results: ByteBuf::from(vec![0, 1, 2]),
+            },
+        ];
+        let borrowed = [
+            FromWorkerRef::Ready { version: 1, pid: 2 },
+            FromWorkerRef::InitDone {
+                outcome: Ok(serde_bytes::Bytes::new(&[1])),
+            },
+            FromWorkerRef::InitDone {
+                outcome: Err(RemoteError::UnknownTask("t".into())),
+            },
+            FromWorkerRef::Done {
+                id: 3,
+                results: serde_bytes::Bytes::new(&[0, 1, 2]),
+            },
+        ];
+        assert_eq!(frames(&owned), frames(&borrowed));
+        let bytes = frames(&borrowed);
+        let mut rest = &bytes[..];
+        let mut buf = Vec::new();
+        for expected in &borrowed {
+            assert!(read_frame(&mut rest, &mut buf).unwrap());
+            assert_eq!(&decode::<FromWorkerRef>(&buf).unwrap(), expected);
+        }
     }
 
     #[test]
@@ -350,12 +499,32 @@ mod tests {
         assert!(matches!(decode_all(&bytes), Err(Error::Protocol(_))));
     }
 
+    #[test]
+    fn records_round_trip() {
+        let mut out = Vec::new();
+        for v in [&[1u8, 2][..], &[], &[7; 70]] {
+            append_record(&mut out, |o| append(serde_bytes::Bytes::new(v), o)).unwrap();
+        }
+        let failed: Result<(), ()> = append_record(&mut out, |o| {
+            o.push(1);
+            Err(())
+        });
+        assert!(failed.is_err());
+        let got: Vec<Vec<u8>> = records(&out)
+            .map(|r| from_bytes::<ByteBuf>(r.unwrap()).unwrap().into_vec())
+            .collect();
+        assert_eq!(got, vec![vec![1, 2], vec![], vec![7; 70]]);
+    }
+
     proptest! {
         #[test]
         fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
             let _ = decode_all(&bytes);
             let mut buf = Vec::new();
             let _ = read_message::<FromWorker>(&mut &bytes[..], &mut buf);
+            for record in records(&bytes).flatten() {
+                let _ = from_bytes::<RemoteError>(record);
+            }
         }
 
         #[test]

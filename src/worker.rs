@@ -23,6 +23,17 @@
 //!   is visible) and the parent's environment; their stdin is empty.
 //! * On a platform without static constructors, call
 //!   [`run_if_worker`] as the first line of `main`.
+//! * Unix only (the `process` feature does not build elsewhere); tested on
+//!   Linux. On Linux a worker also dies with its pool's process
+//!   (`PR_SET_PDEATHSIG`), so none is left behind even after a `kill -9`.
+//! * A panic in a task is caught only with `panic = "unwind"` (the
+//!   default); with `panic = "abort"` it kills the worker, which the pool
+//!   reports as [`Error::WorkerDied`](crate::Error::WorkerDied) and replaces.
+//! * Tasks that are known to be short (under half a millisecond) are sent
+//!   in batches; if a worker dies during a batch, the rest of the batch is
+//!   run again one task at a time, so only the task that kills a worker
+//!   fails (a task that crashes its worker may therefore have started
+//!   twice).
 
 use std::cell::RefCell;
 use std::io::{BufReader, BufWriter, Write};
@@ -31,7 +42,8 @@ use std::os::unix::net::UnixStream;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use crate::registry;
-use crate::wire::{self, ByteBuf, FromWorker, PROTOCOL_VERSION, RemoteError, ToWorker};
+use crate::wire::{self, FromWorkerRef, PROTOCOL_VERSION, RemoteError, ToWorkerRef};
+use serde_bytes::Bytes;
 
 /// The environment variable that makes a process of this program a worker;
 /// its value is the file descriptor of the worker's connection to its pool.
@@ -67,6 +79,12 @@ pub fn run_if_worker() {
         libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
         UnixStream::from_raw_fd(fd)
     };
+    // What Rust's runtime does before `main`, which a worker never reaches:
+    // a write to a closed pipe is an error, not a silent death.
+    // SAFETY: setting a signal disposition to SIG_IGN installs no handler.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
     let code = serve(stream);
     std::process::exit(code);
 }
@@ -118,13 +136,19 @@ fn install_panic_hook() {
             .location()
             .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()));
         let backtrace = std::backtrace::Backtrace::force_capture().to_string();
-        LAST_PANIC.with(|p| *p.borrow_mut() = Some(PanicInfo { location, backtrace }));
+        LAST_PANIC.with(|p| {
+            *p.borrow_mut() = Some(PanicInfo {
+                location,
+                backtrace,
+            })
+        });
     }));
 }
 
-/// Runs one call of a task, turning a panic into [`RemoteError::Panicked`].
-fn call(entry: &registry::TaskEntry, args: &[u8]) -> Result<Vec<u8>, RemoteError> {
-    match catch_unwind(AssertUnwindSafe(|| (entry.invoke)(args))) {
+/// Runs one call of a task into `out`, turning a panic into
+/// [`RemoteError::Panicked`]; on error `out` is unchanged.
+fn call(entry: &registry::TaskEntry, args: &[u8], out: &mut Vec<u8>) -> Result<(), RemoteError> {
+    match catch_unwind(AssertUnwindSafe(|| (entry.invoke)(args, out))) {
         Ok(outcome) => outcome,
         Err(payload) => {
             let message = crate::error::panic_message(payload.as_ref());
@@ -138,6 +162,47 @@ fn call(entry: &registry::TaskEntry, args: &[u8]) -> Result<Vec<u8>, RemoteError
             })
         }
     }
+}
+
+/// Appends one outcome record: the result, or why it failed.
+fn push_outcome(out: &mut Vec<u8>, run: impl FnOnce(&mut Vec<u8>) -> Result<(), RemoteError>) {
+    let done = wire::append_record(out, |o| {
+        o.push(wire::OUTCOME_OK);
+        run(o)
+    });
+    if let Err(error) = done {
+        push_error(out, &error);
+    }
+}
+
+fn push_error(out: &mut Vec<u8>, error: &RemoteError) {
+    let pushed = wire::append_record(out, |o| {
+        o.push(wire::OUTCOME_ERR);
+        wire::append(error, o)
+    });
+    debug_assert!(pushed.is_ok(), "a RemoteError always serializes");
+}
+
+/// Runs every item of a `Run` message, appending one outcome record per
+/// item to `results`; false if the items are malformed.
+fn run(task: &str, fingerprint: u64, items: &[u8], results: &mut Vec<u8>) -> bool {
+    match find(task, fingerprint) {
+        Ok(entry) => {
+            for args in wire::records(items) {
+                let Ok(args) = args else { return false };
+                push_outcome(results, |o| call(entry, args, o));
+            }
+        }
+        Err(e) => {
+            for args in wire::records(items) {
+                if args.is_err() {
+                    return false;
+                }
+                push_error(results, &e);
+            }
+        }
+    }
+    true
 }
 
 fn find(task: &str, fingerprint: u64) -> Result<&'static registry::TaskEntry, RemoteError> {
@@ -164,72 +229,77 @@ fn serve(stream: UnixStream) -> i32 {
     let mut writer = BufWriter::with_capacity(64 * 1024, stream);
     let mut out = Vec::new();
     let mut buf = Vec::new();
-    let ready = FromWorker::Ready {
+    let mut results = Vec::new();
+    let ready = FromWorkerRef::Ready {
         version: PROTOCOL_VERSION,
         pid: std::process::id(),
     };
     if wire::write_frame(&mut writer, &ready).is_err() || writer.flush().is_err() {
         return EXIT_PROTOCOL;
     }
+    let fail = |what: &dyn std::fmt::Display| {
+        eprintln!("concurrent_futures worker {}: {what}", std::process::id());
+        EXIT_PROTOCOL
+    };
     loop {
         // Answers are batched: flush only when no request is waiting.
         if reader.buffer().is_empty() && writer.flush().is_err() {
             return EXIT_PROTOCOL;
         }
-        let message = match wire::read_message::<ToWorker>(&mut reader, &mut buf) {
-            Ok(Some(m)) => m,
-            Ok(None) => break,
-            Err(e) => {
-                eprintln!("concurrent_futures worker {}: {e}", std::process::id());
-                return EXIT_PROTOCOL;
-            }
+        match wire::read_frame(&mut reader, &mut buf) {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e) => return fail(&e),
+        }
+        let message = match wire::decode::<ToWorkerRef>(&buf) {
+            Ok(m) => m,
+            Err(e) => return fail(&e),
         };
         out.clear();
-        let answer = match message {
-            ToWorker::Shutdown => break,
-            ToWorker::Init {
+        results.clear();
+        let encoded = match message {
+            ToWorkerRef::Shutdown => break,
+            ToWorkerRef::Init {
                 task,
                 fingerprint,
                 args,
-            } => FromWorker::InitDone {
-                outcome: find(&task, fingerprint)
-                    .and_then(|entry| call(entry, &args))
-                    .map(ByteBuf::from),
-            },
-            ToWorker::Run {
+            } => {
+                let outcome = find(task, fingerprint)
+                    .and_then(|entry| call(entry, args, &mut results))
+                    .map(|()| Bytes::new(&results));
+                wire::encode_frame(&FromWorkerRef::InitDone { outcome }, &mut out)
+            }
+            ToWorkerRef::Run {
                 id,
                 task,
                 fingerprint,
                 items,
             } => {
-                let results = match find(&task, fingerprint) {
-                    Ok(entry) => items
-                        .iter()
-                        .map(|args| call(entry, args).map(ByteBuf::from))
-                        .collect(),
-                    Err(e) => vec![Err(e); items.len()],
+                if !run(task, fingerprint, items, &mut results) {
+                    return fail(&"malformed items");
+                }
+                let answer = FromWorkerRef::Done {
+                    id,
+                    results: Bytes::new(&results),
                 };
-                FromWorker::Done { id, results }
+                wire::encode_frame(&answer, &mut out).or_else(|e| {
+                    // Only results over the frame limit get here: answer
+                    // with an error per item rather than dying.
+                    let error = RemoteError::Serialization(format!("result too large: {e}"));
+                    let mut errors = Vec::new();
+                    for _ in wire::records(&results) {
+                        push_error(&mut errors, &error);
+                    }
+                    out.clear();
+                    let answer = FromWorkerRef::Done {
+                        id,
+                        results: Bytes::new(&errors),
+                    };
+                    wire::encode_frame(&answer, &mut out)
+                })
             }
         };
-        let encoded = wire::encode_frame(&answer, &mut out);
-        if let Err(e) = encoded {
-            // Cannot happen short of a result over the frame limit; answer
-            // with an error per item rather than dying.
-            let FromWorker::Done { id, results } = answer else {
-                return EXIT_PROTOCOL;
-            };
-            let err = RemoteError::Serialization(format!("result too large: {e}"));
-            out.clear();
-            let fallback = FromWorker::Done {
-                id,
-                results: vec![Err(err); results.len()],
-            };
-            if wire::encode_frame(&fallback, &mut out).is_err() {
-                return EXIT_PROTOCOL;
-            }
-        }
-        if writer.write_all(&out).is_err() {
+        if encoded.is_err() || writer.write_all(&out).is_err() {
             return EXIT_PROTOCOL;
         }
     }
@@ -237,4 +307,83 @@ fn serve(stream: UnixStream) -> i32 {
         return EXIT_PROTOCOL;
     }
     0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[crate::task]
+    fn double(n: u32) -> u32 {
+        n * 2
+    }
+
+    fn packed(items: &[u32]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for item in items {
+            wire::append_record(&mut out, |o| wire::append(item, o)).unwrap();
+        }
+        out
+    }
+
+    fn outcomes(results: &[u8]) -> Vec<Result<u32, RemoteError>> {
+        wire::records(results)
+            .map(|r| match r.unwrap().split_first() {
+                Some((&wire::OUTCOME_OK, v)) => Ok(wire::from_bytes(v).unwrap()),
+                Some((&wire::OUTCOME_ERR, e)) => Err(wire::from_bytes(e).unwrap()),
+                _ => panic!("bad record"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn runs_registered_tasks_by_name_and_checks_fingerprints() {
+        let name = concat!(module_path!(), "::double");
+        assert!(crate::registry::task_names().contains(&name));
+        let fingerprint = crate::registry::fingerprint::<u32, u32>();
+        let mut results = Vec::new();
+        assert!(run(name, fingerprint, &packed(&[1, 2, 3]), &mut results));
+        assert_eq!(outcomes(&results), vec![Ok(2), Ok(4), Ok(6)]);
+
+        results.clear();
+        assert!(run(name, fingerprint ^ 1, &packed(&[1]), &mut results));
+        assert!(matches!(
+            outcomes(&results)[..],
+            [Err(RemoteError::TypeMismatch { .. })]
+        ));
+
+        results.clear();
+        assert!(run(
+            "no::such::task",
+            fingerprint,
+            &packed(&[1, 2]),
+            &mut results
+        ));
+        assert!(matches!(
+            outcomes(&results)[..],
+            [
+                Err(RemoteError::UnknownTask(_)),
+                Err(RemoteError::UnknownTask(_))
+            ]
+        ));
+
+        // Arguments of the wrong type: an error for that item only.
+        let mut items = packed(&[5]);
+        wire::append_record(&mut items, |o| wire::append("text", o)).unwrap();
+        results.clear();
+        assert!(run(name, fingerprint, &items, &mut results));
+        let got = outcomes(&results);
+        assert_eq!(got[0], Ok(10));
+        assert!(matches!(got[1], Err(RemoteError::Serialization(_))));
+
+        // Truncated packing is malformed, not a panic.
+        let items = packed(&[1, 2]);
+        results.clear();
+        assert!(!run(
+            name,
+            fingerprint,
+            &items[..items.len() - 1],
+            &mut results
+        ));
+    }
 }

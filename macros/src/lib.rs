@@ -114,8 +114,8 @@ fn expand(func: &ItemFn) -> syn::Result<proc_macro2::TokenStream> {
             name: ::core::concat!(::core::module_path!(), "::", #name_str),
             type_id: || #krate::type_id_of_val(&#name),
             fingerprint: #krate::fingerprint::<#args_ty, #ret_ty>,
-            invoke: |bytes| {
-                #krate::invoke::<#args_ty, #ret_ty, _>(bytes, |#args_pat| #name(#(#idents),*))
+            invoke: |bytes, out| {
+                #krate::invoke::<#args_ty, #ret_ty, _>(bytes, out, |#args_pat| #name(#(#idents),*))
             },
         };
     })

@@ -1,0 +1,179 @@
+//! [`ProcessPoolBuilder`]: the settings of a process pool.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::ProcessPoolExecutor;
+use super::supervisor::{Config, Initializer, Shared};
+use crate::Error;
+use crate::registry::{TaskFn, TaskRef};
+use crate::wire::{self, ByteBuf};
+
+/// What an initializer may return: `()`, or a `Result` whose `Err` breaks
+/// the pool like a panic does.
+pub trait InitializerOutput: Serialize + DeserializeOwned + 'static {
+    /// `Err(reason)` if the initializer failed.
+    fn into_init_result(self) -> Result<(), String>;
+}
+
+impl InitializerOutput for () {
+    fn into_init_result(self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+impl<E> InitializerOutput for Result<(), E>
+where
+    E: fmt::Display + Serialize + DeserializeOwned + 'static,
+{
+    fn into_init_result(self) -> Result<(), String> {
+        self.map_err(|e| e.to_string())
+    }
+}
+
+fn check_init<R: InitializerOutput>(bytes: &[u8]) -> Result<(), String> {
+    match wire::from_bytes::<R>(bytes) {
+        Ok(r) => r.into_init_result(),
+        Err(e) => Err(format!("its result failed to deserialize: {e}")),
+    }
+}
+
+/// Settings of a [`ProcessPoolExecutor`] other than the worker count.
+///
+/// ```
+/// use concurrent_futures::{ProcessPoolExecutor, task};
+/// use std::time::Duration;
+///
+/// #[task]
+/// fn setup(level: u8) {
+///     let _ = level;
+/// }
+///
+/// let pool = ProcessPoolExecutor::builder()
+///     .max_workers(2)
+///     .initializer(setup, 3)
+///     .max_tasks_per_child(100)
+///     .timeout(Duration::from_secs(60))
+///     .build()
+///     .unwrap();
+/// # drop(pool);
+/// ```
+#[must_use]
+pub struct ProcessPoolBuilder {
+    max_workers: Option<usize>,
+    max_tasks_per_child: Option<usize>,
+    timeout: Option<Duration>,
+    initializer: Option<Result<Initializer, Error>>,
+}
+
+impl Default for ProcessPoolBuilder {
+    fn default() -> Self {
+        ProcessPoolBuilder::new()
+    }
+}
+
+impl fmt::Debug for ProcessPoolBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProcessPoolBuilder")
+            .field("max_workers", &self.max_workers)
+            .field("max_tasks_per_child", &self.max_tasks_per_child)
+            .field("timeout", &self.timeout)
+            .field("initializer", &self.initializer.is_some())
+            .finish()
+    }
+}
+
+impl ProcessPoolBuilder {
+    /// The defaults: one worker per CPU, no initializer, workers never
+    /// replaced, no per-task timeout.
+    pub fn new() -> ProcessPoolBuilder {
+        ProcessPoolBuilder {
+            max_workers: None,
+            max_tasks_per_child: None,
+            timeout: None,
+            initializer: None,
+        }
+    }
+
+    /// The most worker processes (default: the number of CPUs). Zero is an
+    /// [`Error::InvalidArgument`] at [`build`](Self::build).
+    pub fn max_workers(mut self, n: usize) -> ProcessPoolBuilder {
+        self.max_workers = Some(n);
+        self
+    }
+
+    /// Replace a worker after it ran `n` tasks (a `map` chunk counts as one).
+    /// Zero is an [`Error::InvalidArgument`] at [`build`](Self::build).
+    pub fn max_tasks_per_child(mut self, n: usize) -> ProcessPoolBuilder {
+        self.max_tasks_per_child = Some(n);
+        self
+    }
+
+    /// A per-task timeout: a worker still running a task (or a `map` chunk)
+    /// after `timeout` is killed and replaced, and the task's future fails
+    /// with [`Error::TaskTimeout`]. Tasks are then sent one at a time.
+    pub fn timeout(mut self, timeout: Duration) -> ProcessPoolBuilder {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// A registered task that runs in every new worker before any other.
+    /// If it panics, returns `Err` or cannot run, the pool is broken: queued
+    /// and later tasks fail with [`Error::BrokenPool`] naming the reason.
+    pub fn initializer<F, A, M>(mut self, task: F, args: A) -> ProcessPoolBuilder
+    where
+        F: TaskFn<A, M>,
+        A: Serialize + 'static,
+        F::Output: InitializerOutput,
+    {
+        let _ = task;
+        let init = TaskRef::of::<F, A, M>().and_then(|task| {
+            let bytes = postcard::to_allocvec(&args).map_err(|e| {
+                Error::Serialization(format!("initializer arguments failed to serialize: {e}"))
+            })?;
+            Ok(Initializer {
+                task,
+                args: ByteBuf::from(bytes),
+                check: check_init::<F::Output>,
+            })
+        });
+        self.initializer = Some(init);
+        self
+    }
+
+    /// Checks the settings and makes the pool. No process starts until the
+    /// first task is submitted.
+    pub fn build(self) -> Result<ProcessPoolExecutor, Error> {
+        let max_workers = match self.max_workers {
+            Some(0) => {
+                return Err(Error::InvalidArgument(
+                    "max_workers must be at least 1".into(),
+                ));
+            }
+            Some(n) => n,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        if self.max_tasks_per_child == Some(0) {
+            return Err(Error::InvalidArgument(
+                "max_tasks_per_child must be at least 1".into(),
+            ));
+        }
+        if self.timeout == Some(Duration::ZERO) {
+            return Err(Error::InvalidArgument("timeout must not be zero".into()));
+        }
+        let initializer = self.initializer.transpose()?;
+        let config = Config {
+            max_workers,
+            max_tasks_per_child: self.max_tasks_per_child,
+            timeout: self.timeout,
+            initializer,
+        };
+        Ok(ProcessPoolExecutor {
+            shared: Arc::new(Shared::new(config)),
+        })
+    }
+}

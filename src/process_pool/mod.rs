@@ -1,0 +1,277 @@
+//! [`ProcessPoolExecutor`]: registered tasks in worker processes of this
+//! program, for CPU-bound work and crash isolation.
+//!
+//! Tasks are plain functions marked [`#[task]`](crate::task); their
+//! arguments and results cross the process boundary with serde (see
+//! [`registry`](crate::registry) and [`wire`]). Workers re-execute
+//! the current program and enter worker mode before `main` (see
+//! [`worker`](crate::worker); no set-up line is needed).
+//!
+//! Better than Python's pool on every failure path:
+//! * a worker that dies (abort, segfault, `exit`, SIGKILL, out of memory)
+//!   fails only the task (or `map` chunk) it was running, with
+//!   [`Error::WorkerDied`] naming its pid and exit code or signal; it is
+//!   replaced and everything else completes;
+//! * a per-task [`timeout`](ProcessPoolBuilder::timeout) kills and replaces
+//!   the worker running a task that takes too long, and
+//!   [`Future::abort`](crate::Future::abort) does the same for one task;
+//! * a panic fails the task with its message, location and the worker-side
+//!   backtrace, and the worker survives;
+//! * a serialization failure on either side fails only that task; nothing
+//!   hangs on a dead worker, a full pipe or a large payload.
+
+mod builder;
+mod job;
+mod supervisor;
+
+use std::fmt;
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+pub use builder::{InitializerOutput, ProcessPoolBuilder};
+
+use crate::map::{ChunkSource, Map, MapOptions};
+use crate::registry::{TaskFn, TaskRef};
+use crate::wire::{self, MAX_FRAME};
+use crate::{Error, Future, Promise};
+use job::{Chunk, One, Payload};
+use supervisor::Shared;
+
+/// A pool of worker processes running registered tasks.
+///
+/// Python's `ProcessPoolExecutor`: workers start lazily, an idle worker is
+/// reused before a new one starts, there are never more than `max_workers`.
+/// Dropping the pool shuts it down and waits for the queued work; while the
+/// thread is panicking, the queued work is cancelled instead.
+///
+/// The seed's example, line for line:
+///
+/// ```
+/// use concurrent_futures::{ProcessPoolExecutor, task};
+///
+/// #[task]
+/// fn task(n: u64) -> u64 {
+///     n * n
+/// }
+///
+/// fn main() {
+///     let results: Vec<u64> = {
+///         let executor = ProcessPoolExecutor::new(4).unwrap();
+///         executor.map(task, 0..10).unwrap().collect::<Result<_, _>>().unwrap()
+///     };
+///     println!("{results:?}");
+///     # assert_eq!(results, [0, 1, 4, 9, 16, 25, 36, 49, 64, 81]);
+/// }
+/// ```
+///
+/// Functions of several arguments take a tuple, functions of none take `()`:
+///
+/// ```
+/// use concurrent_futures::{ProcessPoolExecutor, task};
+///
+/// #[task]
+/// fn add(a: i64, b: i64) -> i64 {
+///     a + b
+/// }
+///
+/// #[task]
+/// fn pid() -> u32 {
+///     std::process::id()
+/// }
+///
+/// fn main() {
+///     let pool = ProcessPoolExecutor::new(2).unwrap();
+///     assert_eq!(pool.submit(add, (40, 2)).unwrap().into_result(), Ok(42));
+///     let worker = pool.submit(pid, ()).unwrap().into_result().unwrap();
+///     assert_ne!(worker, std::process::id());
+/// }
+/// ```
+pub struct ProcessPoolExecutor {
+    shared: Arc<Shared>,
+}
+
+impl ProcessPoolExecutor {
+    /// A pool of at most `max_workers` processes. Zero is an
+    /// [`Error::InvalidArgument`].
+    pub fn new(max_workers: usize) -> Result<ProcessPoolExecutor, Error> {
+        ProcessPoolBuilder::new().max_workers(max_workers).build()
+    }
+
+    /// A builder for the other settings: initializer, max_tasks_per_child,
+    /// per-task timeout.
+    pub fn builder() -> ProcessPoolBuilder {
+        ProcessPoolBuilder::new()
+    }
+
+    /// The most worker processes this pool runs.
+    pub fn max_workers(&self) -> usize {
+        self.shared.config.max_workers
+    }
+
+    /// The process ids of the workers alive now.
+    pub fn worker_pids(&self) -> Vec<u32> {
+        self.shared.pids()
+    }
+
+    /// Schedules the registered function `task` on `args` and returns the
+    /// future of its result.
+    ///
+    /// `args` is the argument of a function of one, a tuple for several, `()`
+    /// for none. Fails at once with [`Error::UnknownTask`] if `task` is not
+    /// registered with [`#[task]`](crate::task), [`Error::Serialization`] if
+    /// `args` cannot be serialized, [`Error::ShutDown`] after
+    /// [`shutdown`](Self::shutdown) and [`Error::BrokenPool`] once an
+    /// initializer failed.
+    pub fn submit<F, A, M>(&self, task: F, args: A) -> Result<Future<F::Output>, Error>
+    where
+        F: TaskFn<A, M>,
+        A: Serialize + 'static,
+        F::Output: DeserializeOwned + Send + 'static,
+    {
+        let _ = task;
+        let task = TaskRef::of::<F, A, M>()?;
+        let mut items = Vec::new();
+        encode_into(&args, &mut items)?;
+        let (promise, future) = Promise::new();
+        let payload = Payload { task, items };
+        self.shared.submit(payload, Box::new(One { promise }))?;
+        Ok(future)
+    }
+
+    /// Runs `task` on every item and yields the results in input order, one
+    /// `Result` per item. Everything is submitted before this returns, one
+    /// message per item; see [`map_with`](Self::map_with) for chunks,
+    /// a buffersize and a timeout.
+    pub fn map<'a, F, A, M, I>(&self, task: F, items: I) -> Result<Map<'a, F::Output>, Error>
+    where
+        F: TaskFn<A, M>,
+        A: Serialize + 'static,
+        F::Output: DeserializeOwned + Send + 'static,
+        I: IntoIterator<Item = A>,
+        I::IntoIter: 'a,
+    {
+        self.map_with(task, items, MapOptions::new())
+    }
+
+    /// [`map`](Self::map) with options: `chunksize` items per message (one
+    /// worker runs a chunk in one go; a dead worker fails its chunk only),
+    /// `buffersize` chunks submitted ahead of the consumer at most, and a
+    /// `timeout` for the whole iteration.
+    pub fn map_with<'a, F, A, M, I>(
+        &self,
+        task: F,
+        items: I,
+        options: MapOptions,
+    ) -> Result<Map<'a, F::Output>, Error>
+    where
+        F: TaskFn<A, M>,
+        A: Serialize + 'static,
+        F::Output: DeserializeOwned + Send + 'static,
+        I: IntoIterator<Item = A>,
+        I::IntoIter: 'a,
+    {
+        let _ = task;
+        options.validate()?;
+        let task = TaskRef::of::<F, A, M>()?;
+        let chunksize = options.get_chunksize();
+        let shared = Arc::clone(&self.shared);
+        let mut items = items.into_iter();
+        let source: ChunkSource<'a, F::Output> = Box::new(move || {
+            let mut len = 0;
+            let mut failed = Vec::new();
+            let mut packed = Vec::new();
+            for item in items.by_ref().take(chunksize) {
+                if let Err(e) = encode_into(&item, &mut packed) {
+                    failed.push((len, e));
+                }
+                len += 1;
+            }
+            if len == 0 {
+                return None;
+            }
+            let (promise, future) = Promise::new();
+            let sink = Chunk {
+                promise,
+                len,
+                failed,
+            };
+            if packed.is_empty() {
+                // Nothing to send: every item failed to serialize.
+                use job::Sink;
+                Box::new(sink).complete(Ok(&[]));
+                return Some(Ok((len, future)));
+            }
+            if packed.len() > MAX_FRAME - 4096 {
+                return Some(Err(Error::Serialization(format!(
+                    "a chunk of {} bytes exceeds the frame limit",
+                    packed.len()
+                ))));
+            }
+            let payload = Payload {
+                task,
+                items: packed,
+            };
+            match shared.submit(payload, Box::new(sink)) {
+                Ok(()) => Some(Ok((len, future))),
+                Err(e) => Some(Err(e)),
+            }
+        });
+        Map::new(&options, source)
+    }
+
+    /// Stops accepting tasks: later submits fail with [`Error::ShutDown`].
+    ///
+    /// Queued tasks still run, unless `cancel_futures`, which cancels them.
+    /// With `wait`, returns once every worker process has exited and been
+    /// reaped. Calling it again is harmless (and waits, with `wait`).
+    pub fn shutdown(&self, wait: bool, cancel_futures: bool) {
+        self.shared.shutdown(wait, cancel_futures);
+    }
+
+    /// Shuts down, cancelling the queue, and stops every worker with
+    /// SIGTERM; the tasks they ran fail with [`Error::WorkerDied`]. Returns
+    /// once every worker is reaped.
+    pub fn terminate_workers(&self) {
+        self.shared.signal_workers(libc::SIGTERM);
+    }
+
+    /// Like [`terminate_workers`](Self::terminate_workers) with SIGKILL,
+    /// which a worker cannot ignore.
+    pub fn kill_workers(&self) {
+        self.shared.signal_workers(libc::SIGKILL);
+    }
+}
+
+/// Appends the encoded `args` to `items` as one record.
+fn encode_into<A: Serialize>(args: &A, items: &mut Vec<u8>) -> Result<(), Error> {
+    let start = items.len();
+    wire::append_record(items, |out| wire::append(args, out))
+        .map_err(|e| Error::Serialization(format!("arguments failed to serialize: {e}")))?;
+    let len = items.len() - start;
+    if len > MAX_FRAME - 4096 {
+        items.truncate(start);
+        return Err(Error::Serialization(format!(
+            "arguments of {len} bytes exceed the frame limit of {MAX_FRAME} bytes"
+        )));
+    }
+    Ok(())
+}
+
+impl Drop for ProcessPoolExecutor {
+    fn drop(&mut self) {
+        // Leaving a scope by panic must not wait for the whole queue.
+        let panicking = std::thread::panicking();
+        self.shared.shutdown(true, panicking);
+    }
+}
+
+impl fmt::Debug for ProcessPoolExecutor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProcessPoolExecutor")
+            .field("max_workers", &self.max_workers())
+            .field("workers", &self.worker_pids())
+            .finish_non_exhaustive()
+    }
+}
