@@ -4,8 +4,9 @@
 //!
 //! 1. I/O-bound: read and checksum every file under a directory tree, first
 //!    serially, then on a `ThreadPoolExecutor`, with `as_completed` progress.
-//! 2. CPU-bound: count primes in ranges serially, on threads, and (with the
-//!    `process` feature) in worker processes.
+//! 2. CPU-bound: count primes in ranges serially, on threads, and in worker
+//!    processes (a registered `#[task]`), then show a crashing task failing
+//!    alone while the process pool carries on.
 //! 3. The model: `wait` with a timeout, cancelling queued work, `map` with a
 //!    buffersize over an infinite input, scoped tasks borrowing the stack,
 //!    awaiting a pool future from async code, and a panicking task that
@@ -15,7 +16,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use concurrent_futures::{
-    Error, MapOptions, Promise, ReturnWhen, ThreadPoolExecutor, as_completed, wait,
+    Error, MapOptions, ProcessPoolExecutor, Promise, ReturnWhen, ThreadPoolExecutor, as_completed,
+    task, wait,
 };
 
 fn main() -> Result<(), Error> {
@@ -120,6 +122,8 @@ fn checksum(path: &Path) -> (u64, u64) {
 // ---------------------------------------------------------------- CPU-bound
 
 /// Primes in `[lo, hi)`, by trial division: deliberately CPU-heavy.
+/// Registered, so worker processes can run it too.
+#[task]
 fn count_primes(range: (u64, u64)) -> u64 {
     (range.0..range.1)
         .filter(|&n| n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| n % d != 0))
@@ -141,16 +145,73 @@ fn cpu_bound() -> Result<(), Error> {
         .sum::<Result<u64, Error>>()?;
     let threaded_time = start.elapsed();
     assert_eq!(serial, threaded);
+
+    // The same map on worker processes: one word changes.
+    let processes = ProcessPoolExecutor::new(cpus())?;
+    let start = Instant::now();
+    let in_processes: u64 = processes
+        .map(count_primes, ranges.clone())?
+        .sum::<Result<u64, Error>>()?;
+    let process_time = start.elapsed();
+    assert_eq!(serial, in_processes);
     println!(
-        "   {} primes | serial {:>8.1} ms | {} threads {:>8.1} ms | speed-up {:.1}x",
+        "   {} primes | serial {:>7.1} ms | {} threads {:>7.1} ms ({:.1}x) | {} processes {:>7.1} ms ({:.1}x, pool start included)",
         serial,
         ms(serial_time),
         cpus(),
         ms(threaded_time),
-        ratio(serial_time, threaded_time)
+        ratio(serial_time, threaded_time),
+        cpus(),
+        ms(process_time),
+        ratio(serial_time, process_time),
+    );
+
+    // A task that crashes its worker fails alone; the pool replaces the
+    // worker and the other tasks complete.
+    let futures: Vec<_> = (0..6u64)
+        .map(|i| processes.submit(crash_on_three, i))
+        .collect::<Result<_, _>>()?;
+    let mut outcomes = Vec::new();
+    for f in &futures {
+        match f.result_timeout(Duration::from_secs(60)) {
+            Ok(v) => outcomes.push(v.to_string()),
+            Err(e) => outcomes.push(format!("<{e}>")),
+        }
+    }
+    println!(
+        "   process pool with a task that aborts: {}",
+        outcomes.join(", ")
+    );
+
+    // A per-task timeout stops a runaway task by stopping its worker.
+    let guarded = ProcessPoolExecutor::builder()
+        .max_workers(1)
+        .timeout(Duration::from_millis(200))
+        .build()?;
+    let runaway = guarded.submit(spin_forever, ())?;
+    let after = guarded.submit(count_primes, (0, 1000))?;
+    println!(
+        "   per-task timeout: runaway task -> {}; next task -> {:?}",
+        runaway.result_timeout(Duration::from_secs(60)).unwrap_err(),
+        after.result_timeout(Duration::from_secs(60))?
     );
     println!();
     Ok(())
+}
+
+#[task]
+fn crash_on_three(i: u64) -> u64 {
+    if i == 3 {
+        std::process::abort();
+    }
+    i * 100
+}
+
+#[task]
+fn spin_forever() {
+    loop {
+        std::hint::spin_loop();
+    }
 }
 
 // ---------------------------------------------------------------- the model

@@ -5,7 +5,7 @@
 //! - a [`Future`] is the result of a task that runs elsewhere: it can be
 //!   waited on (with or without a timeout), cancelled while pending, given
 //!   done callbacks, and `.await`ed from async code;
-//! - [`wait`] and [`as_completed`] wait on many futures at once, of any value
+//! - [`wait()`] and [`as_completed`] wait on many futures at once, of any value
 //!   types and from any executors;
 //! - [`ThreadPoolExecutor`] runs closures on a pool of threads (I/O-bound
 //!   work, shared memory); the process pool runs registered functions in
@@ -29,10 +29,32 @@
 //! # assert_eq!(results, [0, 1, 4, 9, 16, 25, 36, 49, 64, 81]);
 //! ```
 //!
+//! And the seed's process-pool example (with the default `process` feature):
+//!
+//! ```
+//! use concurrent_futures::{ProcessPoolExecutor, task};
+//!
+//! #[task]
+//! fn task(n: u64) -> u64 {
+//!     n * n
+//! }
+//!
+//! fn main() {
+//!     let results: Vec<u64> = {
+//!         let executor = ProcessPoolExecutor::new(4).unwrap();
+//!         executor.map(task, 0..10).unwrap().collect::<Result<_, _>>().unwrap()
+//!     };
+//!     println!("{results:?}");
+//!     # assert_eq!(results, [0, 1, 4, 9, 16, 25, 36, 49, 64, 81]);
+//! }
+//! ```
+//!
 //! Where this crate goes beyond Python: a cancelled future never makes
 //! `wait` or `as_completed` hang; one failing item does not end `map`;
 //! leaving a pool's scope by panic cancels the queued work instead of running
-//! it; scoped tasks may borrow from the stack; futures are awaitable.
+//! it; scoped tasks may borrow from the stack; futures are awaitable; a
+//! worker process that crashes fails only its own task and is replaced; a
+//! per-task timeout stops a runaway process task.
 
 #![warn(missing_docs)]
 
@@ -41,12 +63,14 @@ pub mod future;
 pub mod map;
 mod panic;
 mod sync;
+mod task_fn;
 pub mod thread_pool;
 pub mod wait;
 
 pub use error::{Error, Result};
 pub use future::{Future, Promise, State, Waitable};
 pub use map::{Map, MapOptions};
+pub use task_fn::TaskFn;
 pub use thread_pool::{Scope, ThreadPoolBuilder, ThreadPoolExecutor};
 pub use wait::{AsCompleted, ReturnWhen, Waited, as_completed, wait};
 
@@ -70,8 +94,6 @@ pub mod worker;
 pub use concurrent_futures_macros::task;
 #[cfg(feature = "process")]
 pub use process_pool::{InitializerOutput, ProcessPoolBuilder, ProcessPoolExecutor};
-#[cfg(feature = "process")]
-pub use registry::TaskFn;
 /// What the `#[task]` macro expands to; not a public API.
 #[cfg(feature = "process")]
 #[doc(hidden)]

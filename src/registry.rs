@@ -23,6 +23,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::Error;
+use crate::task_fn::TaskFn;
 use crate::wire::RemoteError;
 
 /// One registered task, as the `#[task]` macro writes it. Not for direct use.
@@ -122,64 +123,6 @@ where
         RemoteError::Serialization(format!("result failed to serialize in the worker: {e}"))
     })
 }
-
-/// A function that can be submitted as a task: implemented for every
-/// function (and closure) of up to 8 arguments whose arguments and result
-/// are serde types. Only functions registered with
-/// [`#[task]`](crate::task) are accepted by a pool; anything else is an
-/// [`Error::UnknownTask`] at submit time.
-///
-/// `Args` is the single argument for a function of one, a tuple for a
-/// function of several and `()` for a function of none. `Marker` only
-/// tells the implementations apart; it is always inferred.
-pub trait TaskFn<Args, Marker>: Send + Sync + 'static {
-    /// What the function returns.
-    type Output;
-
-    /// Calls the function with its arguments (in this process).
-    fn call_with(&self, args: Args) -> Self::Output;
-}
-
-impl<F, R> TaskFn<(), fn() -> R> for F
-where
-    F: Fn() -> R + Send + Sync + 'static,
-{
-    type Output = R;
-    fn call_with(&self, _: ()) -> R {
-        self()
-    }
-}
-
-impl<F, A, R> TaskFn<A, fn(A) -> R> for F
-where
-    F: Fn(A) -> R + Send + Sync + 'static,
-{
-    type Output = R;
-    fn call_with(&self, a: A) -> R {
-        self(a)
-    }
-}
-
-macro_rules! task_fn_tuple {
-    ($($t:ident $v:ident),+) => {
-        impl<Func, $($t,)+ R> TaskFn<($($t,)+), fn($($t),+) -> R> for Func
-        where
-            Func: Fn($($t),+) -> R + Send + Sync + 'static,
-        {
-            type Output = R;
-            fn call_with(&self, ($($v,)+): ($($t,)+)) -> R {
-                self($($v),+)
-            }
-        }
-    };
-}
-task_fn_tuple!(A a, B b);
-task_fn_tuple!(A a, B b, C c);
-task_fn_tuple!(A a, B b, C c, D d);
-task_fn_tuple!(A a, B b, C c, D d, E e);
-task_fn_tuple!(A a, B b, C c, D d, E e, G g);
-task_fn_tuple!(A a, B b, C c, D d, E e, G g, H h);
-task_fn_tuple!(A a, B b, C c, D d, E e, G g, H h, I i);
 
 /// What the pool sends to name a task: its stable name and fingerprint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -5,7 +5,7 @@
 //! hang on a cancelled future: cancelling is a completion like any other and
 //! notifies waiters exactly as finishing does.
 //!
-//! Under the hood one [`WaitSet`] is registered with every unfinished future;
+//! Under the hood one `WaitSet` is registered with every unfinished future;
 //! each future, when it completes, pushes its key into the set and wakes the
 //! waiting thread. Waiters are removed again when the wait ends, so waiting
 //! repeatedly on a long-lived future does not grow its waiter list.

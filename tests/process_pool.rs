@@ -1018,18 +1018,24 @@ fn process_and_thread_futures_mix_in_wait_and_as_completed() {
     assert_eq!(n, 2);
 }
 
-/// Switching code that maps a registered task from threads to processes is
-/// a one-word change.
+/// Switching code that maps or submits registered tasks from threads to
+/// processes is a one-word change.
 #[test]
 fn switching_executors_is_a_one_word_change() {
     macro_rules! seed {
         ($Executor:ident) => {{
             let executor = $Executor::new(4).unwrap();
-            let results: Vec<u64> = executor
+            let mut results: Vec<u64> = executor
                 .map(square, 0..10)
                 .unwrap()
                 .collect::<Result<_, _>>()
                 .unwrap();
+            let futures: Vec<_> = (0..3)
+                .map(|i| executor.submit_with(add, (i, 100)).unwrap())
+                .collect();
+            for f in futures {
+                results.push(f.result_timeout(LIMIT).unwrap().unsigned_abs());
+            }
             results
         }};
     }

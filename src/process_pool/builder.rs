@@ -10,7 +10,8 @@ use serde::de::DeserializeOwned;
 use super::ProcessPoolExecutor;
 use super::supervisor::{Config, Initializer, Shared};
 use crate::Error;
-use crate::registry::{TaskFn, TaskRef};
+use crate::TaskFn;
+use crate::registry::TaskRef;
 use crate::wire::{self, ByteBuf};
 
 /// What an initializer may return: `()`, or a `Result` whose `Err` breaks

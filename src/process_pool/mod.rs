@@ -32,8 +32,9 @@ use serde::de::DeserializeOwned;
 
 pub use builder::{InitializerOutput, ProcessPoolBuilder};
 
+use crate::TaskFn;
 use crate::map::{ChunkSource, Map, MapOptions};
-use crate::registry::{TaskFn, TaskRef};
+use crate::registry::TaskRef;
 use crate::wire::{self, MAX_FRAME};
 use crate::{Error, Future, Promise};
 use job::{Chunk, One, Payload};
@@ -138,6 +139,20 @@ impl ProcessPoolExecutor {
         let payload = Payload { task, items };
         self.shared.submit(payload, Box::new(One { promise }))?;
         Ok(future)
+    }
+
+    /// The same as [`submit`](Self::submit), under the name the thread pool
+    /// gives its Python-style form
+    /// ([`ThreadPoolExecutor::submit_with`](crate::ThreadPoolExecutor::submit_with)),
+    /// so that code using registered tasks moves from threads to processes
+    /// by changing one word.
+    pub fn submit_with<F, A, M>(&self, task: F, args: A) -> Result<Future<F::Output>, Error>
+    where
+        F: TaskFn<A, M>,
+        A: Serialize + 'static,
+        F::Output: DeserializeOwned + Send + 'static,
+    {
+        self.submit(task, args)
     }
 
     /// Runs `task` on every item and yields the results in input order, one

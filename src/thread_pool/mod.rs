@@ -20,7 +20,7 @@ pub use scope::Scope;
 
 use crate::future::HasCore;
 use crate::map::{ChunkSource, Map, MapOptions};
-use crate::{Error, Future};
+use crate::{Error, Future, TaskFn};
 use job::{JobRef, TaskCell};
 use registry::Registry;
 
@@ -92,6 +92,33 @@ impl ThreadPoolExecutor {
         T: Send + 'static,
     {
         submit_to(&self.registry, task)
+    }
+
+    /// Python's `submit(fn, *args)`: schedules `f(args)`, where `args` is the
+    /// single argument of a function of one, a tuple for several, and `()`
+    /// for none.
+    ///
+    /// [`ProcessPoolExecutor`](crate::ProcessPoolExecutor) has the same
+    /// method for functions registered with `#[task]`, so code written with
+    /// `submit_with` moves between the pools by changing one word.
+    ///
+    /// ```
+    /// use concurrent_futures::ThreadPoolExecutor;
+    ///
+    /// fn add(a: i64, b: i64) -> i64 {
+    ///     a + b
+    /// }
+    ///
+    /// let pool = ThreadPoolExecutor::new(2).unwrap();
+    /// assert_eq!(pool.submit_with(add, (40, 2)).unwrap().into_result(), Ok(42));
+    /// ```
+    pub fn submit_with<F, A, M>(&self, f: F, args: A) -> Result<Future<F::Output>, Error>
+    where
+        F: TaskFn<A, M>,
+        A: Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.submit(move || f.call_with(args))
     }
 
     /// Runs `f` on every item and yields the results in input order, one
