@@ -19,15 +19,50 @@ use syn::{FnArg, ItemFn, ReturnType, parse_macro_input, spanned::Spanned};
 /// argument, a function of several with a tuple, and a function of none
 /// with `()`:
 ///
-/// ```ignore
-/// #[concurrent_futures::task]
-/// fn add(a: i32, b: i32) -> i32 { a + b }
+/// ```
+/// use concurrent_futures::{ProcessPoolExecutor, task};
 ///
-/// let future = pool.submit(add, (1, 2))?;
+/// #[task]
+/// fn add(a: i32, b: i32) -> i32 {
+///     a + b
+/// }
+///
+/// fn main() {
+///     let pool = ProcessPoolExecutor::new(1).unwrap();
+///     assert_eq!(pool.submit(add, (1, 2)).unwrap().into_result(), Ok(3));
+///     assert_eq!(add(1, 2), 3); // still an ordinary function
+/// }
 /// ```
 ///
 /// Generic, `async`, `const`, `unsafe`, `extern` functions and methods cannot
-/// be tasks; the macro rejects them with a compile error.
+/// be tasks; the macro rejects them with a compile error:
+///
+/// ```compile_fail
+/// #[concurrent_futures::task]
+/// async fn fetch(n: u32) -> u32 {
+///     n
+/// }
+/// # fn main() {}
+/// ```
+///
+/// ```compile_fail
+/// #[concurrent_futures::task]
+/// fn generic<T: serde::Serialize>(value: T) -> T {
+///     value
+/// }
+/// # fn main() {}
+/// ```
+///
+/// ```compile_fail
+/// struct S;
+/// impl S {
+///     #[concurrent_futures::task]
+///     fn method(&self) -> u32 {
+///         1
+///     }
+/// }
+/// # fn main() {}
+/// ```
 #[proc_macro_attribute]
 pub fn task(attr: TokenStream, item: TokenStream) -> TokenStream {
     if !attr.is_empty() {
