@@ -5,6 +5,7 @@ use std::sync::atomic::AtomicBool;
 use std::thread::JoinHandle;
 
 use crossbeam_queue::SegQueue;
+use crossbeam_utils::CachePadded;
 
 use super::job::JobRef;
 use super::sleep::Sleep;
@@ -23,8 +24,9 @@ pub(crate) struct Registry {
     pub(crate) sleep: Sleep,
     /// Submitters currently inside `push`, plus the `CLOSED` bit. Shutdown
     /// sets the bit, then waits for the count to drain: after that no job
-    /// can enter the queue.
-    gate: AtomicUsize,
+    /// can enter the queue. Padded: submitters write it twice per task, and
+    /// it must not share a cache line with the flags workers poll.
+    gate: CachePadded<AtomicUsize>,
     /// Workers that found the queue empty after a task and have not been
     /// claimed by a submit since (Python's `_idle_semaphore`). Only kept while
     /// the pool may still grow.
@@ -54,7 +56,7 @@ impl Registry {
         Registry {
             queue: SegQueue::new(),
             sleep: Sleep::new(),
-            gate: AtomicUsize::new(0),
+            gate: CachePadded::new(AtomicUsize::new(0)),
             idle: AtomicUsize::new(0),
             started: AtomicUsize::new(0),
             max_workers,
