@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::ProcessPoolExecutor;
-use super::supervisor::{Config, Initializer, Shared};
+use super::shared::{Config, Initializer, Shared};
 use crate::Error;
 use crate::TaskFn;
 use crate::registry::TaskRef;

@@ -17,19 +17,53 @@ pub(super) type Outcome<'a> = Result<&'a [u8], Error>;
 
 /// The typed end of a job: starts, cancels and completes its future.
 pub(super) trait Sink: Send {
+    /// The job's promise, seen without its value type.
+    fn control(&self) -> &dyn Control;
     /// Pending -> running; false if cancelled (then the job is dropped).
-    fn start(&self) -> bool;
+    fn start(&self) -> bool {
+        self.control().set_running()
+    }
     /// True if the future was cancelled (or aborted).
-    fn is_cancelled(&self) -> bool;
+    fn is_cancelled(&self) -> bool {
+        self.control().is_cancelled()
+    }
     /// Cancels a pending future; false if it already runs.
-    fn cancel(&self) -> bool;
+    fn cancel(&self) -> bool {
+        self.control().cancel()
+    }
     /// What `Future::abort` calls while the job runs.
-    fn set_abort_handler(&self, handler: Box<dyn FnOnce() + Send>);
+    fn set_abort_handler(&self, handler: Box<dyn FnOnce() + Send>) {
+        self.control().set_abort_handler(handler);
+    }
     /// Decodes the answer and completes the future.
     fn complete(self: Box<Self>, outcome: Outcome<'_>);
     /// Completes the future with an error.
     fn fail(self: Box<Self>, error: Error) {
         self.complete(Err(error));
+    }
+}
+
+/// What the pool does to a job's promise whatever its value type, so that
+/// every sink shares it.
+pub(super) trait Control {
+    fn set_running(&self) -> bool;
+    fn is_cancelled(&self) -> bool;
+    fn cancel(&self) -> bool;
+    fn set_abort_handler(&self, handler: Box<dyn FnOnce() + Send>);
+}
+
+impl<T> Control for Promise<T> {
+    fn set_running(&self) -> bool {
+        Promise::set_running(self)
+    }
+    fn is_cancelled(&self) -> bool {
+        Promise::is_cancelled(self)
+    }
+    fn cancel(&self) -> bool {
+        Promise::cancel(self)
+    }
+    fn set_abort_handler(&self, handler: Box<dyn FnOnce() + Send>) {
+        Promise::set_abort_handler(self, handler);
     }
 }
 
@@ -84,17 +118,8 @@ pub(super) struct One<R> {
 }
 
 impl<R: DeserializeOwned + Send + 'static> Sink for One<R> {
-    fn start(&self) -> bool {
-        self.promise.set_running()
-    }
-    fn is_cancelled(&self) -> bool {
-        self.promise.is_cancelled()
-    }
-    fn cancel(&self) -> bool {
-        self.promise.cancel()
-    }
-    fn set_abort_handler(&self, handler: Box<dyn FnOnce() + Send>) {
-        self.promise.set_abort_handler(handler);
+    fn control(&self) -> &dyn Control {
+        &self.promise
     }
     fn complete(self: Box<Self>, outcome: Outcome<'_>) {
         let result = outcome.and_then(|results| {
@@ -120,17 +145,8 @@ pub(super) struct Chunk<R> {
 }
 
 impl<R: DeserializeOwned + Send + 'static> Sink for Chunk<R> {
-    fn start(&self) -> bool {
-        self.promise.set_running()
-    }
-    fn is_cancelled(&self) -> bool {
-        self.promise.is_cancelled()
-    }
-    fn cancel(&self) -> bool {
-        self.promise.cancel()
-    }
-    fn set_abort_handler(&self, handler: Box<dyn FnOnce() + Send>) {
-        self.promise.set_abort_handler(handler);
+    fn control(&self) -> &dyn Control {
+        &self.promise
     }
     fn complete(self: Box<Self>, outcome: Outcome<'_>) {
         let Chunk {

@@ -22,7 +22,12 @@
 
 mod builder;
 mod job;
+mod process;
+mod schedule;
+mod shared;
+mod slot;
 mod supervisor;
+mod timer;
 
 use std::fmt;
 use std::sync::Arc;
@@ -38,7 +43,7 @@ use crate::registry::TaskRef;
 use crate::wire::{self, MAX_FRAME};
 use crate::{Error, Future, Promise};
 use job::{Chunk, One, Payload};
-use supervisor::Shared;
+use shared::Shared;
 
 /// A pool of worker processes running registered tasks.
 ///

@@ -1,0 +1,250 @@
+//! [`Shared`]: what every thread of a process pool shares (its settings, the
+//! queue of jobs, the worker slots), and the operations the public API calls
+//! on it (submit, shutdown, terminate/kill, abort, pids).
+//!
+//! Threads: the user's; one supervisor thread per worker process (see
+//! [`supervisor`](super::supervisor)); one timer thread when a per-task
+//! timeout is set (see [`timer`](super::timer)). They share one [`State`]
+//! under one mutex, and no thread ever polls.
+//!
+//! Guarantees:
+//! * no user code runs under the lock: completing or cancelling a future runs
+//!   done callbacks, so failures and batches to write are collected under the
+//!   lock and acted on after it is released;
+//! * after [`shutdown`](Shared::shutdown) no job is accepted; once the pool is
+//!   broken every queued and later job fails with [`Error::BrokenPool`];
+//! * `shutdown` with `wait` returns once every thread of the pool is joined,
+//!   except the calling thread when it is one of them (a done callback).
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+use crate::Error;
+use crate::registry::TaskRef;
+use crate::wire::ByteBuf;
+
+use super::job::{Job, Payload, Sink};
+use super::slot::Slot;
+
+/// The settings of a pool.
+pub(super) struct Config {
+    pub(super) max_workers: usize,
+    pub(super) max_tasks_per_child: Option<usize>,
+    pub(super) timeout: Option<Duration>,
+    pub(super) initializer: Option<Initializer>,
+}
+
+/// A registered task that runs once in every new worker.
+pub(super) struct Initializer {
+    pub(super) task: TaskRef,
+    pub(super) args: ByteBuf,
+    /// Decodes the initializer's result: `Err` means it failed.
+    pub(super) check: fn(&[u8]) -> Result<(), String>,
+}
+
+pub(super) struct Shared {
+    pub(super) config: Config,
+    state: Mutex<State>,
+    /// Wakes the timer thread: notified whenever a deadline is set, a worker
+    /// leaves or the pool shuts down.
+    pub(super) timer: Condvar,
+}
+
+#[derive(Default)]
+pub(super) struct State {
+    pub(super) queue: VecDeque<Job>,
+    pub(super) slots: Vec<Slot>,
+    pub(super) next_job: u64,
+    pub(super) next_worker: u64,
+    pub(super) shutdown: bool,
+    pub(super) broken: Option<String>,
+    /// Set by terminate/kill_workers: every worker, also one still
+    /// starting, gets this signal.
+    pub(super) kill_signal: Option<i32>,
+    pub(super) threads: Vec<JoinHandle<()>>,
+    pub(super) timer_running: bool,
+}
+
+impl State {
+    /// Where the slot of `worker` is; `None` once it left the pool.
+    pub(super) fn slot_index(&self, worker: u64) -> Option<usize> {
+        self.slots.iter().position(|s| s.id == worker)
+    }
+
+    pub(super) fn slot_mut(&mut self, worker: u64) -> Option<&mut Slot> {
+        self.slots.iter_mut().find(|s| s.id == worker)
+    }
+}
+
+/// Futures to fail once the lock is released.
+pub(super) type Failures = Vec<(Box<dyn Sink>, Error)>;
+
+pub(super) fn complete_all(failures: Failures) {
+    for (sink, error) in failures {
+        sink.fail(error);
+    }
+}
+
+/// Cancels queued jobs: pending futures end cancelled; jobs put back after a
+/// crash already ran, so they fail with [`Error::Cancelled`].
+pub(super) fn cancel_all(jobs: Vec<Job>) {
+    for job in jobs {
+        if !job.sink.cancel() {
+            job.sink.fail(Error::Cancelled);
+        }
+    }
+}
+
+impl Shared {
+    pub(super) fn new(config: Config) -> Shared {
+        Shared {
+            config,
+            state: Mutex::new(State::default()),
+            timer: Condvar::new(),
+        }
+    }
+
+    pub(super) fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the state half-updated
+        // in a way that matters more than hanging would.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues a job and sends it at once if a worker is idle.
+    pub(super) fn submit(
+        self: &Arc<Self>,
+        payload: Payload,
+        sink: Box<dyn Sink>,
+    ) -> Result<(), Error> {
+        let mut st = self.lock();
+        if let Some(reason) = &st.broken {
+            return Err(Error::BrokenPool(reason.clone()));
+        }
+        if st.shutdown {
+            return Err(Error::ShutDown);
+        }
+        let id = st.next_job;
+        st.next_job += 1;
+        st.queue.push_back(Job {
+            id,
+            payload: Arc::new(payload),
+            sink,
+            started: false,
+            solo: false,
+        });
+        let batches = self.schedule(&mut st);
+        drop(st);
+        batches.send(self);
+        Ok(())
+    }
+
+    /// Kills a worker whose stream failed; its supervisor cleans up.
+    pub(super) fn kill_worker(&self, worker: u64) {
+        if let Some(slot) = self.lock().slot_mut(worker) {
+            slot.signal(libc::SIGKILL);
+        }
+    }
+
+    /// `Future::abort` of a running job: stop the worker running it.
+    pub(super) fn abort(&self, job: u64) {
+        let mut st = self.lock();
+        for slot in &mut st.slots {
+            if slot.inflight.iter().any(|j| j.id == job) {
+                if !slot.dying {
+                    slot.aborted.push(job);
+                    slot.signal(libc::SIGKILL);
+                }
+                return;
+            }
+        }
+        // Not on a worker (put back in the queue after a crash): the future
+        // is cancelled already and will be skipped.
+    }
+
+    /// Marks the pool broken and fails everything queued.
+    pub(super) fn break_pool(&self, st: &mut State, reason: String) -> Failures {
+        if st.broken.is_none() {
+            st.broken = Some(reason.clone());
+        }
+        st.queue
+            .drain(..)
+            .map(|job| (job.sink, Error::BrokenPool(reason.clone())))
+            .collect()
+    }
+
+    /// Stops accepting work; cancels the queue if asked; lets idle workers
+    /// exit; waits for every worker if asked.
+    pub(super) fn shutdown(&self, wait: bool, cancel_futures: bool) {
+        let cancelled = {
+            let mut st = self.lock();
+            st.shutdown = true;
+            let cancelled: Vec<Job> = if cancel_futures {
+                st.queue.drain(..).collect()
+            } else {
+                Vec::new()
+            };
+            // Busy workers are closed by their supervisor once the queue is
+            // empty (see `after_batch`).
+            if st.queue.is_empty() {
+                for slot in &mut st.slots {
+                    if slot.idle() {
+                        slot.close();
+                    }
+                }
+            }
+            self.timer.notify_all();
+            cancelled
+        };
+        cancel_all(cancelled);
+        if wait {
+            self.join();
+        }
+    }
+
+    /// Sends `signal` to every worker; what they ran fails with
+    /// [`Error::WorkerDied`], what was queued is cancelled.
+    pub(super) fn signal_workers(&self, signal: i32) {
+        {
+            let mut st = self.lock();
+            st.kill_signal = Some(signal);
+            for slot in &mut st.slots {
+                if !slot.dying {
+                    slot.killed_by_pool = true;
+                    slot.signal(signal);
+                }
+            }
+        }
+        self.shutdown(true, true);
+    }
+
+    /// Joins every thread of the pool (except the calling one, if it is a
+    /// thread of the pool, e.g. in a done callback).
+    fn join(&self) {
+        let me = thread::current().id();
+        // Joined threads may have started others (replacement workers):
+        // loop until none is left.
+        loop {
+            let threads = std::mem::take(&mut self.lock().threads);
+            if threads.is_empty() {
+                return;
+            }
+            for handle in threads {
+                if handle.thread().id() != me {
+                    let _ = handle.join();
+                }
+            }
+        }
+    }
+
+    /// The pids of the live worker processes.
+    pub(super) fn pids(&self) -> Vec<u32> {
+        self.lock()
+            .slots
+            .iter()
+            .filter(|s| !s.dying)
+            .filter_map(|s| s.pid)
+            .collect()
+    }
+}
