@@ -38,7 +38,7 @@ pub enum State {
 /// the value slot.
 pub(crate) struct Core<T> {
     header: Header,
-    /// Written once, under the header's lock, before `FINISHED` is
+    /// Written once, by the holder of the completion claim, before `FINISHED` is
     /// published; after that only read, until the one owning [`Future`]
     /// takes it out once the future is settled.
     value: UnsafeCell<Slot<T>>,
