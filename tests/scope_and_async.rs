@@ -115,10 +115,14 @@ fn scope_joins_tasks_that_outlive_the_body() {
 }
 
 #[test]
-fn scope_body_panicking_joins_tasks_then_repanics() {
+fn scope_body_panicking_joins_running_tasks_and_cancels_pending_ones() {
+    // Two workers, four tasks: two run (blocked on the gate), two wait in
+    // the queue. The body panics: the running two are joined, the pending
+    // two never run (gh-130975), then the panic resumes.
     let pool = ThreadPoolExecutor::new(2).unwrap();
     let counter = AtomicUsize::new(0);
     let gate = Gate::new();
+    let (started_tx, started_rx) = mpsc::channel::<()>();
     let (returned_tx, returned_rx) = mpsc::channel::<()>();
     let g = gate.clone();
     let opener = thread::spawn(move || {
@@ -126,14 +130,20 @@ fn scope_body_panicking_joins_tasks_then_repanics() {
         g.open();
         early
     });
+    let (gate_ref, counter_ref) = (&gate, &counter);
     let outcome = catch_unwind(AssertUnwindSafe(|| {
         pool.scope(|s| {
             for _ in 0..4 {
-                s.submit(|| {
-                    gate.wait();
-                    counter.fetch_add(1, Ordering::SeqCst);
+                let started_tx = started_tx.clone();
+                s.submit(move || {
+                    started_tx.send(()).unwrap();
+                    gate_ref.wait();
+                    counter_ref.fetch_add(1, Ordering::SeqCst);
                 })
                 .unwrap();
+            }
+            for _ in 0..2 {
+                started_rx.recv_timeout(LONG).expect("two tasks start");
             }
             panic!("scope body panics (expected in this test)");
         })
@@ -146,15 +156,17 @@ fn scope_body_panicking_joins_tasks_then_repanics() {
     );
     assert_eq!(
         counter.load(Ordering::SeqCst),
-        4,
-        "every task finished before the panic resumed"
+        2,
+        "the running tasks finished, the pending ones never ran"
+    );
+    assert!(
+        started_rx.try_recv().is_err(),
+        "no pending task started after the panic"
     );
     assert!(
         !opener.join().unwrap(),
-        "scope unwound before its tasks finished"
+        "scope unwound before its running tasks finished"
     );
-    // The pool is still usable.
-    assert_eq!(pool.submit(|| 1).unwrap().result_timeout(LONG), Ok(&1));
 }
 
 #[test]

@@ -14,11 +14,18 @@ use crate::{Error, Future};
 /// A scope to submit borrowing tasks to a [`ThreadPoolExecutor`]; see
 /// [`ThreadPoolExecutor::scope`].
 ///
+/// If the scope's body panics, its tasks that have not started are
+/// cancelled; those already running are waited for, then the panic goes on.
+///
 /// [`ThreadPoolExecutor`]: super::ThreadPoolExecutor
 /// [`ThreadPoolExecutor::scope`]: super::ThreadPoolExecutor::scope
 pub struct Scope<'scope, 'env: 'scope> {
     registry: &'scope Arc<Registry>,
     outstanding: Arc<Outstanding>,
+    /// Every job submitted, so that leaving the scope by panic can cancel
+    /// those that have not started. Their lifetime is erased as in `submit`;
+    /// the list goes with the scope, before `run` returns.
+    jobs: Mutex<Vec<Arc<dyn Job>>>,
     /// Invariant in `'scope` and `'env`, as `std::thread::Scope` is.
     _scope: PhantomData<&'scope mut &'scope ()>,
     _env: PhantomData<&'env mut &'env ()>,
@@ -32,6 +39,13 @@ impl<'scope> Scope<'scope, '_> {
         T: Send + 'scope,
     {
         let cell = Arc::new(TaskCell::new(task));
+        let as_job: Arc<dyn Job + 'scope> = cell.clone();
+        // SAFETY: only the object's lifetime bound changes; `jobs` is dropped
+        // with the scope, inside `run`, so this reference to the cell never
+        // outlives 'scope.
+        let as_job: Arc<dyn Job> =
+            unsafe { std::mem::transmute::<Arc<dyn Job + 'scope>, Arc<dyn Job>>(as_job) };
+        lock(&self.jobs).push(as_job);
         let as_core: Arc<dyn HasCore<T> + 'scope> = cell.clone();
         // SAFETY: only the object's lifetime bound changes. The cell's
         // closure (the part that borrows for 'scope) is taken out and dropped
@@ -71,10 +85,19 @@ where
     let scope = Scope {
         registry,
         outstanding: Arc::new(Outstanding::new()),
+        jobs: Mutex::new(Vec::new()),
         _scope: PhantomData,
         _env: PhantomData,
     };
     let result = catch_unwind(AssertUnwindSafe(|| body(&scope)));
+    if result.is_err() {
+        // Leaving by panic: what has not started is cancelled, not run
+        // (CPython gh-130975). Running tasks are still waited for: they
+        // borrow from the stack being unwound.
+        for job in lock(&scope.jobs).iter() {
+            job.cancel();
+        }
+    }
     scope.outstanding.wait_zero();
     match result {
         Ok(value) => value,
