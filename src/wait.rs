@@ -177,6 +177,21 @@ pub struct AsCompleted<W: Waitable> {
     timed_out: bool,
 }
 
+impl<W: Waitable> AsCompleted<W> {
+    /// Stops iterating and hands back every future not yielded yet: the
+    /// finished ones first, then the unfinished ones. After a timeout this
+    /// is how owned futures are recovered, to wait on them again or cancel
+    /// them.
+    pub fn into_remaining(mut self) -> Vec<W> {
+        let mut remaining: Vec<W> = self.ready.drain(..).collect();
+        for f in std::mem::take(&mut self.pending).into_iter().flatten() {
+            f.header().unregister(&self.set);
+            remaining.push(f);
+        }
+        remaining
+    }
+}
+
 impl<W: Waitable> Iterator for AsCompleted<W> {
     type Item = Result<W, Error>;
 

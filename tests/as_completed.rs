@@ -366,3 +366,25 @@ fn huge_timeout_means_no_deadline() {
     p.set_result(1).unwrap();
     assert_eq!(it.count(), 1);
 }
+
+#[test]
+fn into_remaining_hands_back_the_unfinished_futures_after_a_timeout() {
+    let (p1, f1) = concurrent_futures::Promise::<u32>::new();
+    let (p2, f2) = concurrent_futures::Promise::<u32>::new();
+    let (_p3, f3) = concurrent_futures::Promise::<u32>::new();
+    p1.set_result(1).unwrap();
+    let mut it =
+        concurrent_futures::as_completed(vec![f1, f2, f3], Some(std::time::Duration::ZERO));
+    assert_eq!(it.next().unwrap().unwrap().into_result(), Ok(1));
+    assert!(it.next().unwrap().unwrap_err().is_timeout());
+    let rest = it.into_remaining();
+    assert_eq!(rest.len(), 2);
+    // They are still live futures: completing one is seen through it.
+    p2.set_result(2).unwrap();
+    let done: Vec<u32> = rest
+        .into_iter()
+        .filter(|f| f.done())
+        .map(|f| f.into_result().unwrap())
+        .collect();
+    assert_eq!(done, [2]);
+}
