@@ -10,9 +10,14 @@ use std::backtrace::{Backtrace, BacktraceStatus};
 use std::cell::{Cell, RefCell};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Once;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::Error;
 use crate::error::panic_message;
+
+/// Capture a backtrace for every task panic, whatever `RUST_BACKTRACE` says
+/// (worker processes: the backtrace travels back to the pool with the error).
+static ALWAYS_BACKTRACE: AtomicBool = AtomicBool::new(false);
 
 thread_local! {
     static CATCHING: Cell<bool> = const { Cell::new(false) };
@@ -43,6 +48,13 @@ pub(crate) fn catch<T>(f: impl FnOnce() -> T) -> Result<T, Error> {
     })
 }
 
+/// Like [`install_hook`], and every task panic records its backtrace.
+#[cfg(feature = "process")]
+pub(crate) fn install_hook_with_backtraces() {
+    ALWAYS_BACKTRACE.store(true, Ordering::Relaxed);
+    install_hook();
+}
+
 /// Installs the recording hook (once per process), chained to the current one.
 pub(crate) fn install_hook() {
     static ONCE: Once = Once::new();
@@ -55,7 +67,11 @@ pub(crate) fn install_hook() {
             let location = info
                 .location()
                 .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()));
-            let backtrace = Backtrace::capture();
+            let backtrace = if ALWAYS_BACKTRACE.load(Ordering::Relaxed) {
+                Backtrace::force_capture()
+            } else {
+                Backtrace::capture()
+            };
             let backtrace =
                 (backtrace.status() == BacktraceStatus::Captured).then(|| backtrace.to_string());
             let _ = LAST.try_with(|l| {

@@ -35,11 +35,10 @@
 //!   fails (a task that crashes its worker may therefore have started
 //!   twice).
 
-use std::cell::RefCell;
 use std::io::{BufReader, BufWriter, Write};
 use std::os::fd::{FromRawFd, RawFd};
 use std::os::unix::net::UnixStream;
-use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::panic::catch_unwind;
 
 use crate::registry;
 use crate::wire::{self, FromWorkerRef, PROTOCOL_VERSION, RemoteError, ToWorkerRef};
@@ -120,47 +119,25 @@ static WORKER_ENTRY: extern "C" fn() = static_constructor;
 #[unsafe(link_section = "__DATA,__mod_init_func")]
 static WORKER_ENTRY: extern "C" fn() = static_constructor;
 
-/// Where and how the last task panicked, recorded by the panic hook.
-struct PanicInfo {
-    location: Option<String>,
-    backtrace: String,
-}
-
-thread_local! {
-    static LAST_PANIC: RefCell<Option<PanicInfo>> = const { RefCell::new(None) };
-}
-
-fn install_panic_hook() {
-    std::panic::set_hook(Box::new(|info| {
-        let location = info
-            .location()
-            .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()));
-        let backtrace = std::backtrace::Backtrace::force_capture().to_string();
-        LAST_PANIC.with(|p| {
-            *p.borrow_mut() = Some(PanicInfo {
-                location,
-                backtrace,
-            })
-        });
-    }));
-}
-
 /// Runs one call of a task into `out`, turning a panic into
 /// [`RemoteError::Panicked`]; on error `out` is unchanged.
 fn call(entry: &registry::TaskEntry, args: &[u8], out: &mut Vec<u8>) -> Result<(), RemoteError> {
-    match catch_unwind(AssertUnwindSafe(|| (entry.invoke)(args, out))) {
+    match crate::panic::catch(|| (entry.invoke)(args, out)) {
         Ok(outcome) => outcome,
-        Err(payload) => {
-            let message = crate::error::panic_message(payload.as_ref());
-            // Dropping the payload may itself panic; keep the worker alive.
-            let _ = catch_unwind(AssertUnwindSafe(move || drop(payload)));
-            let info = LAST_PANIC.with(|p| p.borrow_mut().take());
-            Err(RemoteError::Panicked {
-                message,
-                location: info.as_ref().and_then(|i| i.location.clone()),
-                backtrace: info.map(|i| i.backtrace),
-            })
-        }
+        Err(crate::Error::Panicked {
+            message,
+            location,
+            backtrace,
+        }) => Err(RemoteError::Panicked {
+            message,
+            location,
+            backtrace,
+        }),
+        Err(other) => Err(RemoteError::Panicked {
+            message: other.to_string(),
+            location: None,
+            backtrace: None,
+        }),
     }
 }
 
@@ -221,7 +198,7 @@ fn find(task: &str, fingerprint: u64) -> Result<&'static registry::TaskEntry, Re
 /// The worker loop: answer every message until the pool closes the
 /// connection. Returns the exit code.
 fn serve(stream: UnixStream) -> i32 {
-    install_panic_hook();
+    crate::panic::install_hook_with_backtraces();
     let Ok(read_half) = stream.try_clone() else {
         return EXIT_PROTOCOL;
     };
