@@ -79,7 +79,7 @@ fn io_bound() -> Result<(), Error> {
     let pooled_time = start.elapsed();
     assert_eq!(serial, pooled, "same checksum either way");
     println!(
-        "   serial {:>8.1} ms | 16 threads {:>8.1} ms | speed-up {:.1}x | {:.1} MiB read (second pass is warm in the page cache)\n",
+        "   serial {:>8.1} ms | 16 threads {:>8.1} ms | speed-up {:.1}x | {:.1} MiB read per pass (page cache warm)\n",
         ms(serial_time),
         ms(pooled_time),
         ratio(serial_time, pooled_time),
