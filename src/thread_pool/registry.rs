@@ -1,6 +1,7 @@
 //! The state a pool shares with its workers: the queue, the sleepers, the
 //! thread count and the shutdown gate.
 
+use std::sync::OnceLock;
 use std::sync::atomic::AtomicBool;
 use std::thread::JoinHandle;
 
@@ -43,8 +44,8 @@ pub(crate) struct Registry {
     exited: Condvar,
     /// Whether all submissions have stopped (CLOSED and drained).
     drained: AtomicBool,
-    broken: Mutex<Option<String>>,
-    is_broken: AtomicBool,
+    /// Why the pool is broken (set once, by the first failure).
+    broken: OnceLock<String>,
 }
 
 impl Registry {
@@ -66,8 +67,7 @@ impl Registry {
             live: Mutex::new(Workers::default()),
             exited: Condvar::new(),
             drained: AtomicBool::new(false),
-            broken: Mutex::new(None),
-            is_broken: AtomicBool::new(false),
+            broken: OnceLock::new(),
         }
     }
 
@@ -81,7 +81,7 @@ impl Registry {
             self.gate.fetch_sub(1, Ordering::SeqCst);
             return Err((Error::ShutDown, job));
         }
-        if self.is_broken.load(Ordering::Acquire) {
+        if self.is_broken() {
             self.gate.fetch_sub(1, Ordering::SeqCst);
             return Err((self.broken_error(), job));
         }
@@ -182,13 +182,7 @@ impl Registry {
 
     /// A worker's initializer failed: no task will run any more.
     pub(crate) fn mark_broken(&self, reason: String) {
-        {
-            let mut broken = lock(&self.broken);
-            if broken.is_none() {
-                *broken = Some(reason);
-            }
-        }
-        self.is_broken.store(true, Ordering::Release);
+        let _ = self.broken.set(reason);
         self.fail_queued();
         self.sleep.wake_all();
     }
@@ -200,11 +194,11 @@ impl Registry {
     }
 
     pub(crate) fn is_broken(&self) -> bool {
-        self.is_broken.load(Ordering::Acquire)
+        self.broken.get().is_some()
     }
 
     fn broken_error(&self) -> Error {
-        let reason = lock(&self.broken).clone().unwrap_or_default();
+        let reason = self.broken.get().cloned().unwrap_or_default();
         Error::BrokenPool(reason)
     }
 
