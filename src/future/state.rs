@@ -59,7 +59,7 @@ const COMPLETING: u8 = 0b10_0000;
 /// few and yields for the rest (a yield lets an oversubscribed pool's
 /// workers produce the very result we wait for).
 #[cfg(not(loom))]
-const WAIT_SPINS: u32 = 24;
+const WAIT_SPINS: u32 = 96;
 
 /// A done callback, already bound to the future it reports on.
 pub(crate) type Callback = Box<dyn FnOnce() + Send>;
