@@ -56,8 +56,10 @@ const WAITERS: u8 = 0b1_0000;
 const COMPLETING: u8 = 0b10_0000;
 
 /// Polls of the state before a waiter blocks: `Backoff` spins for the first
-/// few and yields for the rest (a yield lets an oversubscribed pool's
-/// workers produce the very result we wait for).
+/// few and yields for the rest, some tens of microseconds in all. A yield
+/// lets an oversubscribed pool's workers produce the very result we wait
+/// for; polling that long saves the futex wake-up that would otherwise be
+/// added to a process task's round trip (measured: 50 us -> 13 us).
 #[cfg(not(loom))]
 const WAIT_SPINS: u32 = 96;
 
