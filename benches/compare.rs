@@ -766,56 +766,42 @@ fn map_rayon_par_iter(pool: &rayon::ThreadPool, n: usize) -> Duration {
 
 // ---------------------------------------------------------------- the rows
 
-fn submit_all_rows(s: &Sizes, rows: &mut Vec<Row>) {
-    let ours = ours();
-    let threadpool = threadpool();
-    let rayon = WithChannel(rayon_pool());
-    let tokio = tokio_runtime();
-    let contenders = vec![
-        Contender::new("concurrent-futures", Kind::Ours, |n| submit_all(&ours, n))
-            .note(|_| threads_started(&ours)),
-        Contender::new("threadpool + channel", Kind::Peer, |n| {
-            submit_all(&threadpool, n)
-        }),
-        Contender::new("rayon spawn + channel", Kind::Peer, |n| {
-            submit_all(&rayon, n)
-        }),
-        Contender::new("tokio spawn_blocking", Kind::Peer, |n| {
-            submit_all(&tokio, n)
-        }),
-    ];
-    rows.extend(contend(
-        Workload::SubmitAll,
-        s.submit_all,
-        WORKLOAD_BUDGET,
-        contenders,
-    ));
+/// One of the two per-task workloads, run the same way on every executor.
+trait PerTask {
+    fn run<E: Exec>(e: &E, n: usize) -> Duration;
 }
 
-fn round_trip_rows(s: &Sizes, rows: &mut Vec<Row>) {
+struct SubmitAll;
+impl PerTask for SubmitAll {
+    fn run<E: Exec>(e: &E, n: usize) -> Duration {
+        submit_all(e, n)
+    }
+}
+
+struct RoundTrips;
+impl PerTask for RoundTrips {
+    fn run<E: Exec>(e: &E, n: usize) -> Duration {
+        round_trips(e, n)
+    }
+}
+
+/// Rows for a per-task workload: this library against the three thread
+/// pools, each given fresh.
+fn per_task_rows<W: PerTask>(workload: Workload, n: usize, rows: &mut Vec<Row>) {
     let ours = ours();
     let threadpool = threadpool();
     let rayon = WithChannel(rayon_pool());
     let tokio = tokio_runtime();
     let contenders = vec![
-        Contender::new("concurrent-futures", Kind::Ours, |n| round_trips(&ours, n))
+        Contender::new("concurrent-futures", Kind::Ours, |n| W::run(&ours, n))
             .note(|_| threads_started(&ours)),
         Contender::new("threadpool + channel", Kind::Peer, |n| {
-            round_trips(&threadpool, n)
+            W::run(&threadpool, n)
         }),
-        Contender::new("rayon spawn + channel", Kind::Peer, |n| {
-            round_trips(&rayon, n)
-        }),
-        Contender::new("tokio spawn_blocking", Kind::Peer, |n| {
-            round_trips(&tokio, n)
-        }),
+        Contender::new("rayon spawn + channel", Kind::Peer, |n| W::run(&rayon, n)),
+        Contender::new("tokio spawn_blocking", Kind::Peer, |n| W::run(&tokio, n)),
     ];
-    rows.extend(contend(
-        Workload::RoundTrip,
-        s.round_trips,
-        WORKLOAD_BUDGET,
-        contenders,
-    ));
+    rows.extend(contend(workload, n, WORKLOAD_BUDGET, contenders));
 }
 
 /// The map rows; returns the constant-memory verdict for the targets.
@@ -1286,11 +1272,11 @@ fn main() {
     let mut python = "Python: not run".to_string();
     if selected("submit") {
         eprintln!("  threads: submit-all/collect-all");
-        submit_all_rows(&s, &mut rows);
+        per_task_rows::<SubmitAll>(Workload::SubmitAll, s.submit_all, &mut rows);
     }
     if selected("roundtrip") {
         eprintln!("  threads: serial round trip");
-        round_trip_rows(&s, &mut rows);
+        per_task_rows::<RoundTrips>(Workload::RoundTrip, s.round_trips, &mut rows);
     }
     if selected("map") {
         eprintln!("  threads: map");
