@@ -177,15 +177,13 @@ impl<'a, T> Map<'a, T> {
                 self.submitted += n;
                 self.buffer.push_back((n, future));
             }
-            // The pool went away under us: report it in order, as the
-            // result of the items that could not be submitted.
-            Some(Err(e)) => self.repeat_after_buffer(e),
+            // The pool went away under us: report it in order, after the
+            // chunks in flight, and submit nothing more.
+            Some(Err(e)) => {
+                self.tail_error = Some(e);
+                self.bounded = false;
+            }
         }
-    }
-
-    fn repeat_after_buffer(&mut self, error: Error) {
-        self.tail_error = Some(error);
-        self.bounded = false;
     }
 
     fn cancel_all(&mut self) {
