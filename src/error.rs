@@ -41,6 +41,13 @@ pub enum Error {
     #[error("the pool is broken: {0}")]
     BrokenPool(String),
 
+    /// A worker (a thread, or a process and the thread that supervises it)
+    /// could not be started, for example because the system is out of
+    /// threads or processes. The pool is not broken: later submissions try
+    /// again.
+    #[error("could not start a worker: {0}")]
+    SpawnFailed(String),
+
     /// The executor was shut down before the task could be submitted.
     #[error("cannot submit: the executor has been shut down")]
     ShutDown,

@@ -27,7 +27,7 @@ pub use serde_bytes::ByteBuf;
 use crate::Error;
 
 /// The version of this protocol, sent by the worker in its first message.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The largest frame body accepted, in bytes (1 GiB).
 pub const MAX_FRAME: usize = 1 << 30;
@@ -49,6 +49,10 @@ pub enum ToWorker {
     Run {
         /// The pool's id of this job, echoed in the answer.
         id: u64,
+        /// The job's ticket on the worker's shared board: the worker starts
+        /// the job only if it can move the ticket from sent to started, and
+        /// answers [`FromWorker::Skipped`] if the pool cancelled it first.
+        ticket: u32,
         /// The registered name of the task.
         task: String,
         /// The fingerprint of its argument and result types.
@@ -75,6 +79,7 @@ pub(crate) enum ToWorkerRef<'a> {
     /// [`ToWorker::Run`].
     Run {
         id: u64,
+        ticket: u32,
         task: &'a str,
         fingerprint: u64,
         #[serde(borrow)]
@@ -101,6 +106,8 @@ pub(crate) enum FromWorkerRef<'a> {
         #[serde(borrow)]
         results: &'a serde_bytes::Bytes,
     },
+    /// [`FromWorker::Skipped`].
+    Skipped { id: u64 },
 }
 
 /// Messages from a worker to its pool.
@@ -126,6 +133,11 @@ pub enum FromWorker {
         /// with [`OUTCOME_OK`] followed by the encoded result, or with
         /// [`OUTCOME_ERR`] followed by an encoded [`RemoteError`].
         results: ByteBuf,
+    },
+    /// The job was cancelled before it began and did not run.
+    Skipped {
+        /// The id of the job.
+        id: u64,
     },
 }
 
@@ -393,12 +405,14 @@ mod tests {
                 }),
             (
                 any::<u64>(),
+                any::<u32>(),
                 ".{0,20}",
                 any::<u64>(),
                 prop::collection::vec(any::<u8>(), 0..60)
             )
-                .prop_map(|(id, task, fingerprint, items)| ToWorker::Run {
+                .prop_map(|(id, ticket, task, fingerprint, items)| ToWorker::Run {
                     id,
+                    ticket,
                     task,
                     fingerprint,
                     items: ByteBuf::from(items)
@@ -412,6 +426,7 @@ mod tests {
         let msgs = vec![
             ToWorker::Run {
                 id: 7,
+                ticket: 3,
                 task: "a::b".into(),
                 fingerprint: 3,
                 items: ByteBuf::from(vec![1, 2]),
@@ -427,12 +442,14 @@ mod tests {
         let items = vec![9; 300];
         let owned = ToWorker::Run {
             id: 1 << 40,
+            ticket: 255,
             task: "x::y".into(),
             fingerprint: 99,
             items: ByteBuf::from(items.clone()),
         };
         let borrowed = ToWorkerRef::Run {
             id: 1 << 40,
+            ticket: 255,
             task: "x::y",
             fingerprint: 99,
             items: serde_bytes::Bytes::new(&items),
@@ -465,6 +482,7 @@ mod tests {
                 id: 3,
                 results: ByteBuf::from(vec![0, 1, 2]),
             },
+            FromWorker::Skipped { id: 4 },
         ];
         let borrowed = [
             FromWorkerRef::Ready { version: 1, pid: 2 },
@@ -478,6 +496,7 @@ mod tests {
                 id: 3,
                 results: serde_bytes::Bytes::new(&[0, 1, 2]),
             },
+            FromWorkerRef::Skipped { id: 4 },
         ];
         assert_eq!(frames(&owned), frames(&borrowed));
         let bytes = frames(&borrowed);

@@ -29,23 +29,36 @@
 //! * A panic in a task is caught only with `panic = "unwind"` (the
 //!   default); with `panic = "abort"` it kills the worker, which the pool
 //!   reports as [`Error::WorkerDied`](crate::Error::WorkerDied) and replaces.
-//! * Tasks that are known to be short (under half a millisecond) are sent
-//!   in batches; if a worker dies during a batch, the rest of the batch is
-//!   run again one task at a time, so only the task that kills a worker
-//!   fails (a task that crashes its worker may therefore have started
-//!   twice).
+//! * Tasks that are known to be short are sent ahead in small batches (about
+//!   a millisecond of work). A job sent ahead stays pending, and
+//!   cancellable, until this worker begins it: both sides share a ticket
+//!   per job (see the pool's `board` module), and a job cancelled first is
+//!   skipped, never run.
+//! * **At most once for completed work.** If this worker dies, the job it
+//!   was running fails with [`Error::WorkerDied`](crate::Error::WorkerDied);
+//!   jobs it had not begun go back to the queue and may run in another
+//!   worker; a job it completed is never run again. Its answer is kept: the
+//!   worker writes answers still buffered before it dies of a crash
+//!   (`abort`, a segfault, `exit`, a panic under `panic = "abort"`); only a
+//!   death no process can react to (SIGKILL, the OOM killer) can lose
+//!   answers, and then those jobs fail with `WorkerDied` saying that they
+//!   completed and their result was lost.
 
-use std::io::{BufReader, BufWriter, Write};
-use std::os::fd::{FromRawFd, RawFd};
+use std::io::{BufReader, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::panic::catch_unwind;
+use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicUsize, Ordering};
+
+use crate::process_pool::board::Board;
 
 use crate::registry;
 use crate::wire::{self, FromWorkerRef, PROTOCOL_VERSION, RemoteError, ToWorkerRef};
 use serde_bytes::Bytes;
 
 /// The environment variable that makes a process of this program a worker;
-/// its value is the file descriptor of the worker's connection to its pool.
+/// its value is `CONNECTION:BOARD`, the file descriptors of the worker's
+/// connection to its pool and of the ticket board it shares with the pool.
 pub const WORKER_ENV: &str = "CONCURRENT_FUTURES_WORKER_FD";
 
 /// Exit code of a worker whose connection broke or carried garbage.
@@ -65,18 +78,30 @@ pub fn run_if_worker() {
     // the first line of `main`, when the program has no other thread that
     // could read the environment concurrently.
     unsafe { std::env::remove_var(WORKER_ENV) };
-    let fd = value.to_str().and_then(|s| s.parse::<RawFd>().ok());
-    let Some(fd) = fd.filter(|fd| *fd >= 0) else {
+    let fds = value.to_str().and_then(|s| {
+        let (a, b) = s.split_once(':')?;
+        Some((a.parse::<RawFd>().ok()?, b.parse::<RawFd>().ok()?))
+    });
+    let Some((fd, board_fd)) = fds.filter(|(a, b)| *a >= 0 && *b >= 0 && a != b) else {
         eprintln!("concurrent_futures worker: bad {WORKER_ENV} value {value:?}");
         std::process::exit(EXIT_PROTOCOL);
     };
-    // SAFETY: the pool passed us this descriptor, open and not CLOEXEC; it
-    // is the worker's connection and nothing else in this process owns it.
-    // Setting CLOEXEC keeps it out of processes that tasks may start (they
-    // would otherwise hold the connection open after this worker died).
-    let stream = unsafe {
+    // SAFETY: the pool passed us these descriptors, open and not CLOEXEC:
+    // the worker's connection and its ticket board, owned by nothing else
+    // in this process. Setting CLOEXEC keeps them out of processes that
+    // tasks may start (they would otherwise hold the connection open after
+    // this worker died).
+    let (stream, board) = unsafe {
         libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
-        UnixStream::from_raw_fd(fd)
+        libc::fcntl(board_fd, libc::F_SETFD, libc::FD_CLOEXEC);
+        (UnixStream::from_raw_fd(fd), OwnedFd::from_raw_fd(board_fd))
+    };
+    let board = match Board::attach(board) {
+        Ok(board) => board,
+        Err(e) => {
+            eprintln!("concurrent_futures worker: cannot map the ticket board: {e}");
+            std::process::exit(EXIT_PROTOCOL);
+        }
     };
     // What Rust's runtime does before `main`, which a worker never reaches:
     // a write to a closed pipe is an error, not a silent death.
@@ -84,7 +109,7 @@ pub fn run_if_worker() {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_IGN);
     }
-    let code = serve(stream);
+    let code = serve(stream, &board);
     std::process::exit(code);
 }
 
@@ -197,13 +222,14 @@ fn find(task: &str, fingerprint: u64) -> Result<&'static registry::TaskEntry, Re
 
 /// The worker loop: answer every message until the pool closes the
 /// connection. Returns the exit code.
-fn serve(stream: UnixStream) -> i32 {
+fn serve(stream: UnixStream, board: &Board) -> i32 {
     crate::panic::install_hook_with_backtraces();
     let Ok(read_half) = stream.try_clone() else {
         return EXIT_PROTOCOL;
     };
     let mut reader = BufReader::with_capacity(64 * 1024, read_half);
-    let mut writer = BufWriter::with_capacity(64 * 1024, stream);
+    let mut writer = &stream;
+    let mut outbox = Outbox::new(&stream);
     let mut out = Vec::new();
     let mut buf = Vec::new();
     let mut results = Vec::new();
@@ -211,7 +237,7 @@ fn serve(stream: UnixStream) -> i32 {
         version: PROTOCOL_VERSION,
         pid: std::process::id(),
     };
-    if wire::write_frame(&mut writer, &ready).is_err() || writer.flush().is_err() {
+    if wire::write_frame(&mut writer, &ready).is_err() {
         return EXIT_PROTOCOL;
     }
     let fail = |what: &dyn std::fmt::Display| {
@@ -219,8 +245,9 @@ fn serve(stream: UnixStream) -> i32 {
         EXIT_PROTOCOL
     };
     loop {
-        // Answers are batched: flush only when no request is waiting.
-        if reader.buffer().is_empty() && writer.flush().is_err() {
+        // Answers are batched: send them only when no request is waiting
+        // (or they pile up).
+        if (reader.buffer().is_empty() || outbox.len() >= OUTBOX_FLUSH) && outbox.flush().is_err() {
             return EXIT_PROTOCOL;
         }
         match wire::read_frame(&mut reader, &mut buf) {
@@ -248,42 +275,208 @@ fn serve(stream: UnixStream) -> i32 {
             }
             ToWorkerRef::Run {
                 id,
+                ticket,
                 task,
                 fingerprint,
                 items,
-            } => {
-                if !run(task, fingerprint, items, &mut results) {
-                    return fail(&"malformed items");
+            } => match board.start(ticket, id) {
+                Err(found) => {
+                    return fail(&format_args!(
+                        "ticket {ticket} holds {found:#x}, not job {id}"
+                    ));
                 }
-                let answer = FromWorkerRef::Done {
-                    id,
-                    results: Bytes::new(&results),
-                };
-                wire::encode_frame(&answer, &mut out).or_else(|e| {
-                    // Only results over the frame limit get here: answer
-                    // with an error per item rather than dying.
-                    let error = RemoteError::Serialization(format!("result too large: {e}"));
-                    let mut errors = Vec::new();
-                    for _ in wire::records(&results) {
-                        push_error(&mut errors, &error);
+                Ok(false) => wire::encode_frame(&FromWorkerRef::Skipped { id }, &mut out),
+                Ok(true) => {
+                    // Should the task crash the process, the answers of the
+                    // jobs before it still reach the pool.
+                    let ran = outbox.while_exposed(|| run(task, fingerprint, items, &mut results));
+                    if !ran {
+                        return fail(&"malformed items");
                     }
-                    out.clear();
-                    let answer = FromWorkerRef::Done {
-                        id,
-                        results: Bytes::new(&errors),
-                    };
-                    wire::encode_frame(&answer, &mut out)
-                })
-            }
+                    board.finish(ticket, id);
+                    encode_answer(id, &results, &mut out)
+                }
+            },
         };
-        if encoded.is_err() || writer.write_all(&out).is_err() {
+        if encoded.is_err() {
             return EXIT_PROTOCOL;
         }
+        outbox.push(&out);
     }
-    if writer.flush().is_err() {
+    if outbox.flush().is_err() {
         return EXIT_PROTOCOL;
     }
     0
+}
+
+/// The `Done` frame of job `id`; results over the frame limit become an
+/// error per item rather than the worker's death.
+fn encode_answer(id: u64, results: &[u8], out: &mut Vec<u8>) -> Result<(), crate::Error> {
+    let answer = FromWorkerRef::Done {
+        id,
+        results: Bytes::new(results),
+    };
+    wire::encode_frame(&answer, out).or_else(|e| {
+        let error = RemoteError::Serialization(format!("result too large: {e}"));
+        let mut errors = Vec::new();
+        for _ in wire::records(results) {
+            push_error(&mut errors, &error);
+        }
+        out.clear();
+        let answer = FromWorkerRef::Done {
+            id,
+            results: Bytes::new(&errors),
+        };
+        wire::encode_frame(&answer, out)
+    })
+}
+
+/// Answers are flushed once this many bytes are waiting.
+const OUTBOX_FLUSH: usize = 64 * 1024;
+
+/// Answers not yet written to the pool.
+///
+/// While a task runs, the outbox is *exposed*: its address and length sit in
+/// globals that a crash handler (a fatal signal, or `exit` called by the
+/// task) reads to write them out before the process dies, so that jobs that
+/// completed are not lost with their worker. The outbox is never changed
+/// while exposed.
+struct Outbox<'s> {
+    stream: &'s UnixStream,
+    bytes: Vec<u8>,
+}
+
+static CRASH_FD: AtomicI32 = AtomicI32::new(-1);
+static CRASH_PTR: AtomicPtr<u8> = AtomicPtr::new(std::ptr::null_mut());
+static CRASH_LEN: AtomicUsize = AtomicUsize::new(0);
+
+impl<'s> Outbox<'s> {
+    fn new(stream: &'s UnixStream) -> Outbox<'s> {
+        CRASH_FD.store(stream.as_raw_fd(), Ordering::SeqCst);
+        install_crash_handlers();
+        Outbox {
+            stream,
+            bytes: Vec::with_capacity(OUTBOX_FLUSH),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    fn push(&mut self, frame: &[u8]) {
+        self.bytes.extend_from_slice(frame);
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.bytes.is_empty() {
+            return Ok(());
+        }
+        let mut w = self.stream;
+        let written = w.write_all(&self.bytes);
+        self.bytes.clear();
+        written
+    }
+
+    /// Runs `f` (a task) with the outbox exposed to the crash handlers.
+    fn while_exposed<R>(&mut self, f: impl FnOnce() -> R) -> R {
+        if self.bytes.is_empty() {
+            return f();
+        }
+        CRASH_PTR.store(self.bytes.as_mut_ptr(), Ordering::SeqCst);
+        CRASH_LEN.store(self.bytes.len(), Ordering::SeqCst);
+        let r = f();
+        CRASH_LEN.store(0, Ordering::SeqCst);
+        r
+    }
+}
+
+/// Writes the exposed outbox, if any, and forgets it. Async-signal-safe:
+/// atomics and `write` only.
+fn flush_exposed() {
+    let len = CRASH_LEN.swap(0, Ordering::SeqCst);
+    let ptr = CRASH_PTR.load(Ordering::SeqCst);
+    let fd = CRASH_FD.load(Ordering::SeqCst);
+    if len == 0 || ptr.is_null() || fd < 0 {
+        return;
+    }
+    let mut done = 0;
+    while done < len {
+        // SAFETY: `ptr..ptr + len` is the outbox's initialised bytes, which
+        // are not changed or freed while exposed (see `Outbox`); `write` is
+        // async-signal-safe.
+        let n = unsafe { libc::write(fd, ptr.add(done).cast(), len - done) };
+        if n > 0 {
+            done += n as usize;
+        } else if n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted
+        {
+            continue;
+        } else {
+            return;
+        }
+    }
+}
+
+extern "C" fn on_fatal_signal(signal: libc::c_int) {
+    flush_exposed();
+    // SAFETY: restoring the default disposition and re-raising are
+    // async-signal-safe; the process then dies of the original signal, so
+    // the pool reports the true cause.
+    unsafe {
+        libc::signal(signal, libc::SIG_DFL);
+        libc::raise(signal);
+    }
+}
+
+extern "C" fn on_exit() {
+    flush_exposed();
+}
+
+/// Installs the crash handlers: fatal signals and `exit` write the exposed
+/// outbox first. An alternate signal stack lets a stack overflow get here.
+fn install_crash_handlers() {
+    const ALT_STACK: usize = 64 * 1024;
+    // SAFETY: the alternate stack is a fresh anonymous mapping that is never
+    // freed (the process exits from this loop); `sigaction` installs a
+    // handler that only makes async-signal-safe calls; `atexit` registers a
+    // plain function.
+    unsafe {
+        let stack = libc::mmap(
+            std::ptr::null_mut(),
+            ALT_STACK,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        let mut flags = libc::SA_NODEFER | libc::SA_RESETHAND;
+        if stack != libc::MAP_FAILED {
+            let alt = libc::stack_t {
+                ss_sp: stack,
+                ss_flags: 0,
+                ss_size: ALT_STACK,
+            };
+            if libc::sigaltstack(&alt, std::ptr::null_mut()) == 0 {
+                flags |= libc::SA_ONSTACK;
+            }
+        }
+        for signal in [
+            libc::SIGABRT,
+            libc::SIGSEGV,
+            libc::SIGBUS,
+            libc::SIGILL,
+            libc::SIGFPE,
+            libc::SIGSYS,
+            libc::SIGTRAP,
+        ] {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = on_fatal_signal as *const () as libc::sighandler_t;
+            action.sa_flags = flags;
+            libc::sigemptyset(&mut action.sa_mask);
+            libc::sigaction(signal, &action, std::ptr::null_mut());
+        }
+        libc::atexit(on_exit);
+    }
 }
 
 #[cfg(test)]

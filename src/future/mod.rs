@@ -16,6 +16,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 pub use promise::Promise;
+pub(crate) use promise::{Canceller, DeferredCallbacks};
 use state::{CANCELLED, FINISHED, Header, PENDING, RUNNING};
 
 use crate::Error;
@@ -75,6 +76,12 @@ impl<T: Send> HasCore<T> for Core<T> {
     }
 }
 
+impl<T: Send> state::HasHeader for Core<T> {
+    fn header(&self) -> &Header {
+        &self.header
+    }
+}
+
 impl<T> Core<T> {
     pub(crate) fn new() -> Core<T> {
         Core {
@@ -85,6 +92,17 @@ impl<T> Core<T> {
 
     /// Stores the outcome and finishes the future.
     pub(crate) fn complete(&self, outcome: Result<T, Error>) -> Result<(), Error> {
+        let callbacks = self.complete_deferring(outcome)?;
+        self.header.run_callbacks(callbacks);
+        Ok(())
+    }
+
+    /// Stores the outcome and finishes the future, returning its done
+    /// callbacks to run (see [`Header::run_callbacks`]).
+    pub(crate) fn complete_deferring(
+        &self,
+        outcome: Result<T, Error>,
+    ) -> Result<Vec<state::Callback>, Error> {
         let failed = outcome.is_err();
         self.header.finish(failed, || {
             let slot = match outcome {
@@ -140,7 +158,7 @@ impl<T> Future<T> {
 
     /// The current state.
     pub fn state(&self) -> State {
-        match self.header().state() {
+        match self.header().observed_state() {
             PENDING => State::Pending,
             RUNNING => State::Running,
             CANCELLED => State::Cancelled,
@@ -171,9 +189,11 @@ impl<T> Future<T> {
         self.header().state() == CANCELLED
     }
 
-    /// True while a worker runs the task.
+    /// True while a worker runs the task: it has really begun. (A task that
+    /// a process pool sent ahead to a worker stays pending, and cancellable,
+    /// until the worker starts it.)
     pub fn running(&self) -> bool {
-        self.header().state() == RUNNING
+        self.header().observed_state() == RUNNING
     }
 
     /// True if the future is cancelled or finished.
@@ -211,7 +231,15 @@ impl<T> Future<T> {
     }
 
     /// Blocks until the task has finished and moves its value out.
+    ///
+    /// Called from one of this future's own done callbacks (through another
+    /// handle to it), it returns [`Error::InvalidState`] instead: the value
+    /// cannot move while the callbacks may borrow it, and waiting for them
+    /// to end would never return.
     pub fn into_result(mut self) -> Result<T, Error> {
+        if self.header().in_own_callback() {
+            return Err(own_callback());
+        }
         self.header().wait(None, true);
         self.take()
     }
@@ -290,9 +318,17 @@ impl<T: Send + Sync + 'static> Future<T> {
         let handle = Future::from_cell(Arc::clone(&self.cell));
         let bound: state::Callback = Box::new(move || callback(&handle));
         if let Some(bound) = self.header().add_callback(bound) {
-            state::run_callback(bound);
+            self.header().run_late_callback(bound);
         }
     }
+}
+
+fn own_callback() -> Error {
+    Error::InvalidState(
+        "cannot take the value out of a future from its own done callback \
+         (the callbacks may borrow it); use `result()` there"
+            .into(),
+    )
 }
 
 fn taken() -> Error {
@@ -309,6 +345,9 @@ impl<T> std::future::Future for Future<T> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
+        if this.header().in_own_callback() {
+            return Poll::Ready(Err(own_callback()));
+        }
         match this.header().poll_settled(cx) {
             Poll::Ready(()) => Poll::Ready(this.take()),
             Poll::Pending => Poll::Pending,

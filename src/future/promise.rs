@@ -65,6 +65,48 @@ impl<T> Promise<T> {
         self.core.complete(outcome)
     }
 
+    /// Finishes the future like [`set_outcome`](Self::set_outcome) and wakes
+    /// its waiters, but leaves its done callbacks to the returned
+    /// [`DeferredCallbacks`], to be run on another thread.
+    pub(crate) fn set_outcome_deferring(
+        &self,
+        outcome: Result<T, Error>,
+    ) -> Result<DeferredCallbacks, Error>
+    where
+        T: Send + 'static,
+    {
+        let callbacks = self.core.complete_deferring(outcome)?;
+        if callbacks.is_empty() {
+            return Ok(DeferredCallbacks(None));
+        }
+        let core = Arc::clone(&self.core);
+        Ok(DeferredCallbacks(Some(Box::new(move || {
+            core.header().run_callbacks(callbacks)
+        }))))
+    }
+
+    /// Hands the task's start over to `gate` (see the state module): the
+    /// future stays pending, and `cancel` succeeds only if the gate stops
+    /// the task from starting.
+    /// Returns false (and installs nothing) if the future is not pending.
+    pub(crate) fn set_gate(&self, gate: Box<dyn super::state::StartGate>) -> bool {
+        self.core.header().set_gate(gate)
+    }
+
+    /// A handle that cancels this future from anywhere, whatever its type.
+    pub(crate) fn canceller(&self) -> Canceller
+    where
+        T: Send + 'static,
+    {
+        Canceller(Arc::clone(&self.core) as Arc<dyn super::state::HasHeader>)
+    }
+
+    /// Takes the gate away again (the task came back unstarted). Returns
+    /// whether the future is still pending.
+    pub(crate) fn clear_gate(&self) -> bool {
+        self.core.header().clear_gate()
+    }
+
     /// Cancels the future if it is still pending (executors use this to
     /// cancel queued work). Same result as [`Future::cancel`].
     pub fn cancel(&self) -> bool {
@@ -95,6 +137,48 @@ impl<T> Drop for Promise<T> {
             // Another thread may finish or cancel it meanwhile; then this
             // fails with InvalidState, which is what we want.
             let _ = self.core.complete(Err(Error::Abandoned));
+        }
+    }
+}
+
+/// Cancels one future (see [`Promise::canceller`]).
+pub(crate) struct Canceller(Arc<dyn super::state::HasHeader>);
+
+impl Canceller {
+    /// [`Future::cancel`]: runs the callbacks in this thread.
+    pub(crate) fn cancel(&self) -> bool {
+        self.0.header().cancel()
+    }
+}
+
+/// Done callbacks of a completed future, still to run. Running them (or
+/// dropping this, which runs them too) lets the value be taken out.
+#[must_use = "the future's value cannot be taken out until its callbacks ran"]
+pub(crate) struct DeferredCallbacks(Option<Box<dyn FnOnce() + Send>>);
+
+impl DeferredCallbacks {
+    /// Nothing to run.
+    pub(crate) fn none() -> DeferredCallbacks {
+        DeferredCallbacks(None)
+    }
+
+    /// True if there is nothing to run.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_none()
+    }
+
+    /// Runs the callbacks in this thread.
+    pub(crate) fn run(mut self) {
+        if let Some(run) = self.0.take() {
+            run();
+        }
+    }
+}
+
+impl Drop for DeferredCallbacks {
+    fn drop(&mut self) {
+        if let Some(run) = self.0.take() {
+            run();
         }
     }
 }

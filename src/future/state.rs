@@ -16,6 +16,25 @@
 //!  CANCELLED ◀──────────────┘
 //! ```
 //!
+//! ## Start gates
+//!
+//! An executor that hands a task to another process before the task begins
+//! (a batch sent ahead to a worker) leaves the future `PENDING` and installs
+//! a [`StartGate`]: the other side's own record of whether the task began.
+//! While `GATED` is set, `cancel` asks the gate first (the gate's
+//! compare-and-swap against the worker's decides who wins), and `state`
+//! asks it whether the task began, turning `PENDING` into `RUNNING` when it
+//! has. So a task that has not begun can always be cancelled, and `running`
+//! means the task really started.
+//!
+//! ## Where done callbacks run
+//!
+//! In the completing thread, unless the completer defers them
+//! ([`Header::finish_deferring`]): a pool's internal threads (which read
+//! workers' answers) hand them to another thread, so that a callback that
+//! blocks on its own pool cannot stall the thread that would complete what
+//! it waits for.
+//!
 //! ## One atomic word
 //!
 //! `word` holds the state and a few flags, and every transition is a
@@ -54,6 +73,8 @@ const CALLBACKS: u8 = 0b1000;
 const WAITERS: u8 = 0b1_0000;
 /// A completer has claimed the future and is writing its outcome.
 const COMPLETING: u8 = 0b10_0000;
+/// A [`StartGate`] decides whether the pending task can still be cancelled.
+const GATED: u8 = 0b100_0000;
 
 /// Polls of the state before a waiter blocks: `Backoff` spins for the first
 /// few and yields for the rest, some tens of microseconds in all. A yield
@@ -67,6 +88,21 @@ const WAIT_SPINS: u32 = 96;
 pub(crate) type Callback = Box<dyn FnOnce() + Send>;
 /// What [`Header::abort`] calls to stop a running task.
 pub(crate) type AbortHandler = Box<dyn FnOnce() + Send>;
+
+/// Anything that holds a [`Header`], seen without its value type.
+pub(crate) trait HasHeader: Send + Sync {
+    fn header(&self) -> &Header;
+}
+
+/// The executor's record of whether a pending task has begun, for tasks
+/// that were handed to a worker ahead of time (see the module docs).
+pub(crate) trait StartGate: Send {
+    /// Makes sure the task never begins; false if it has begun already.
+    /// Exactly one of this and the worker's start succeeds.
+    fn try_cancel(&self) -> bool;
+    /// True once the task has begun.
+    fn started(&self) -> bool;
+}
 
 /// State and waiters of one future, independent of its value type.
 pub struct Header {
@@ -91,6 +127,7 @@ struct Lists {
     waker: Option<Waker>,
     callbacks: Vec<Callback>,
     abort: Option<AbortHandler>,
+    gate: Option<Box<dyn StartGate>>,
 }
 
 impl Waiters {
@@ -119,8 +156,93 @@ impl Header {
     }
 
     /// The current state (one of the four constants), read without locking.
+    /// A gated pending future may have begun elsewhere: see
+    /// [`observed_state`](Self::observed_state).
     pub(crate) fn state(&self) -> u8 {
         self.word.load(Ordering::Acquire) & STATE
+    }
+
+    /// The state as a user sees it: a gated pending future whose task has
+    /// begun in its worker is moved to `RUNNING` first.
+    pub(crate) fn observed_state(&self) -> u8 {
+        let w = self.word.load(Ordering::Acquire);
+        if w & (GATED | STATE) != (GATED | PENDING) {
+            return w & STATE;
+        }
+        let mut waiters = lock(&self.waiters);
+        let started = waiters
+            .lists
+            .as_ref()
+            .and_then(|l| l.gate.as_ref())
+            .is_some_and(|g| g.started());
+        if started {
+            self.start_gated(&mut waiters);
+        }
+        self.state()
+    }
+
+    /// Under the lock: a gated pending future's task began; PENDING ->
+    /// RUNNING and the gate is dropped. Does nothing if a completer holds
+    /// the claim or the future is no longer pending.
+    fn start_gated(&self, waiters: &mut MutexGuard<'_, Waiters>) {
+        let mut w = self.word.load(Ordering::Acquire);
+        loop {
+            if w & (STATE | COMPLETING) != PENDING {
+                return;
+            }
+            match self.word.compare_exchange_weak(
+                w,
+                (w & !(STATE | GATED)) | RUNNING,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => break,
+                Err(now) => w = now,
+            }
+        }
+        if let Some(lists) = waiters.lists.as_mut() {
+            lists.gate = None;
+        }
+    }
+
+    /// Installs the gate of a pending task handed to a worker ahead of time.
+    /// Ignored unless the future is pending.
+    /// Returns whether it was installed.
+    pub(crate) fn set_gate(&self, gate: Box<dyn StartGate>) -> bool {
+        let mut waiters = lock(&self.waiters);
+        if !self.register_locked(&mut waiters) {
+            return false;
+        }
+        // GATED goes in by a CAS that fails once a completer (a cancel) has
+        // claimed the future: either the claimer sees the flag and asks the
+        // gate, or we see its claim and give up.
+        let mut w = self.word.load(Ordering::Acquire);
+        loop {
+            if w & (STATE | COMPLETING) != PENDING {
+                return false;
+            }
+            match self
+                .word
+                .compare_exchange_weak(w, w | GATED, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => break,
+                Err(now) => w = now,
+            }
+        }
+        waiters.lists().gate = Some(gate);
+        true
+    }
+
+    /// Removes the gate (the task came back from a worker unstarted and is
+    /// an ordinary pending task again). Returns whether the future is still
+    /// pending.
+    pub(crate) fn clear_gate(&self) -> bool {
+        let mut waiters = lock(&self.waiters);
+        self.word.fetch_and(!GATED, Ordering::AcqRel);
+        if let Some(lists) = waiters.lists.as_mut() {
+            lists.gate = None;
+        }
+        self.state() == PENDING
     }
 
     pub(crate) fn done(&self) -> bool {
@@ -195,20 +317,22 @@ impl Header {
         }
     }
 
-    /// Publishes `state` (a done state) after a successful claim.
-    fn publish(&self, state: u8) {
+    /// Publishes `state` (a done state) after a successful claim, wakes
+    /// every waiter and returns the done callbacks, which the caller must
+    /// run with [`run_callbacks`](Self::run_callbacks).
+    #[must_use]
+    fn publish(&self, state: u8) -> Vec<Callback> {
         let mut w = self.word.load(Ordering::Relaxed);
         loop {
             if w & WAITERS != 0 {
                 let waiters = lock(&self.waiters);
-                self.settle(waiters, state).deliver(self);
-                return;
+                return self.settle(waiters, state).notify(self);
             }
             match self
                 .word
                 .compare_exchange_weak(w, state, Ordering::Release, Ordering::Relaxed)
             {
-                Ok(_) => return,
+                Ok(_) => return Vec::new(),
                 Err(now) => w = now,
             }
         }
@@ -228,6 +352,7 @@ impl Header {
         let sleepers = waiters.sleepers > 0;
         drop(waiters);
         drop(lists.abort);
+        drop(lists.gate);
         Wakeups {
             failed: state & FAILED != 0,
             sleepers,
@@ -260,15 +385,41 @@ impl Header {
         }
     }
 
-    /// PENDING -> CANCELLED. True if the future is (now) cancelled.
+    /// PENDING -> CANCELLED. True if the future is (now) cancelled. A gated
+    /// future is cancelled only if its gate stops the task from starting;
+    /// otherwise it becomes RUNNING.
     pub(crate) fn cancel(&self) -> bool {
         match self.claim(|s| s == PENDING) {
             Ok(()) => {
-                self.publish(CANCELLED);
+                if self.word.load(Ordering::Acquire) & GATED != 0 {
+                    return self.cancel_gated();
+                }
+                let callbacks = self.publish(CANCELLED);
+                self.run_callbacks(callbacks);
                 true
             }
             Err(state) => state == CANCELLED,
         }
+    }
+
+    /// With the claim held on a gated pending future: asks the gate.
+    fn cancel_gated(&self) -> bool {
+        let mut waiters = lock(&self.waiters);
+        let gate = waiters.lists.as_mut().and_then(|l| l.gate.take());
+        if gate.is_none_or(|g| g.try_cancel()) {
+            self.settle(waiters, CANCELLED).deliver(self);
+            return true;
+        }
+        // The task began first: it is running, and stays cancellable only
+        // by `abort`. Nobody else writes the word while we hold the claim
+        // and the lock.
+        let w = self.word.load(Ordering::Acquire);
+        self.word.store(
+            (w & !(STATE | GATED | COMPLETING)) | RUNNING,
+            Ordering::Release,
+        );
+        drop(waiters);
+        false
     }
 
     /// Like [`cancel`](Self::cancel), and a running future with an abort
@@ -310,12 +461,19 @@ impl Header {
     /// PENDING or RUNNING -> FINISHED. `write` stores the value; it runs
     /// while this thread holds the claim, before anyone can see the new
     /// state, and only if the transition is allowed.
-    pub(crate) fn finish(&self, failed: bool, write: impl FnOnce()) -> Result<(), Error> {
+    ///
+    /// Waiters are woken; the done callbacks are returned, and the caller
+    /// must pass them to [`run_callbacks`](Self::run_callbacks), in this
+    /// thread or another. Until then the value cannot be taken out.
+    pub(crate) fn finish(
+        &self,
+        failed: bool,
+        write: impl FnOnce(),
+    ) -> Result<Vec<Callback>, Error> {
         match self.claim(|s| s < CANCELLED) {
             Ok(()) => {
                 write();
-                self.publish(FINISHED | if failed { FAILED } else { 0 });
-                Ok(())
+                Ok(self.publish(FINISHED | if failed { FAILED } else { 0 }))
             }
             Err(CANCELLED) => Err(Error::InvalidState(
                 "cannot complete a cancelled future".into(),
@@ -331,6 +489,7 @@ impl Header {
         if ready(self) {
             return true;
         }
+
         // The result is often a few microseconds away; a futex sleep and
         // wake-up costs more than that.
         #[cfg(not(loom))]
@@ -416,8 +575,67 @@ impl Header {
     }
 }
 
+impl Header {
+    /// Runs the done callbacks that a completion returned, in order, then
+    /// lets the value be taken out. Every completion's callbacks must come
+    /// through here exactly once (an empty list is free).
+    pub(crate) fn run_callbacks(&self, callbacks: Vec<Callback>) {
+        if callbacks.is_empty() {
+            return;
+        }
+        OWN_CALLBACKS.with(|own| own.borrow_mut().push(self.address()));
+        for callback in callbacks {
+            run_callback(callback);
+        }
+        OWN_CALLBACKS.with(|own| own.borrow_mut().pop());
+        // The value is free to be taken now: tell whoever waits to take it.
+        let mut waiters = lock(&self.waiters);
+        self.word.fetch_and(!CALLBACKS, Ordering::Release);
+        let sleepers = waiters.sleepers > 0;
+        let waker = waiters.lists.as_mut().and_then(|l| l.waker.take());
+        drop(waiters);
+        if sleepers {
+            self.cond.notify_all();
+        }
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    /// Runs a callback added to a future that is already done, at once, in
+    /// this thread; it counts as one of the future's own callbacks.
+    pub(crate) fn run_late_callback(&self, callback: Callback) {
+        OWN_CALLBACKS.with(|own| own.borrow_mut().push(self.address()));
+        run_callback(callback);
+        OWN_CALLBACKS.with(|own| own.borrow_mut().pop());
+    }
+
+    /// True if this thread is running this future's done callbacks, where
+    /// waiting for them to end (to take the value out) would never return.
+    pub(crate) fn in_own_callback(&self) -> bool {
+        let me = self.address();
+        OWN_CALLBACKS.with(|own| own.borrow().contains(&me))
+    }
+
+    fn address(&self) -> usize {
+        self as *const Header as usize
+    }
+}
+
+// The futures whose done callbacks this thread is running, innermost last
+// (a callback may complete another future, whose callbacks then run inside).
+#[cfg(not(loom))]
+std::thread_local! {
+    static OWN_CALLBACKS: std::cell::RefCell<Vec<usize>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+#[cfg(loom)]
+loom::thread_local! {
+    static OWN_CALLBACKS: std::cell::RefCell<Vec<usize>> = std::cell::RefCell::new(Vec::new());
+}
+
 impl Wakeups {
-    fn deliver(self, header: &Header) {
+    /// Wakes every waiter and returns the callbacks, still to run.
+    fn notify(self, header: &Header) -> Vec<Callback> {
         if self.sleepers {
             header.cond.notify_all();
         }
@@ -427,24 +645,12 @@ impl Wakeups {
         if let Some(waker) = self.waker {
             waker.wake();
         }
-        if self.callbacks.is_empty() {
-            return;
-        }
-        for callback in self.callbacks {
-            run_callback(callback);
-        }
-        // The value is free to be taken now: tell whoever waits to take it.
-        let mut waiters = lock(&header.waiters);
-        header.word.fetch_and(!CALLBACKS, Ordering::Release);
-        let sleepers = waiters.sleepers > 0;
-        let waker = waiters.lists.as_mut().and_then(|l| l.waker.take());
-        drop(waiters);
-        if sleepers {
-            header.cond.notify_all();
-        }
-        if let Some(waker) = waker {
-            waker.wake();
-        }
+        self.callbacks
+    }
+
+    fn deliver(self, header: &Header) {
+        let callbacks = self.notify(header);
+        header.run_callbacks(callbacks);
     }
 }
 

@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 
+use crate::future::state::StartGate;
+use crate::future::{Canceller, DeferredCallbacks};
 use crate::registry::TaskRef;
 use crate::wire::{self, OUTCOME_ERR, OUTCOME_OK, RemoteError};
 use crate::{Error, Promise};
@@ -15,56 +17,88 @@ use crate::{Error, Promise};
 /// whole job.
 pub(super) type Outcome<'a> = Result<&'a [u8], Error>;
 
-/// The typed end of a job: starts, cancels and completes its future.
+/// The typed end of a job: gates, cancels and completes its future.
+///
+/// A job's future stays pending while the job is queued *and* while it
+/// waits in a worker: its start is decided on the worker's ticket board,
+/// through the gate installed when it is sent.
 pub(super) trait Sink: Send {
     /// The job's promise, seen without its value type.
     fn control(&self) -> &dyn Control;
-    /// Pending -> running; false if cancelled (then the job is dropped).
-    fn start(&self) -> bool {
-        self.control().set_running()
-    }
-    /// True if the future was cancelled (or aborted).
-    fn is_cancelled(&self) -> bool {
-        self.control().is_cancelled()
+    /// True while nothing has decided the job's fate (not cancelled, not
+    /// started, not finished).
+    fn is_pending(&self) -> bool {
+        !self.control().is_done()
     }
     /// Cancels a pending future; false if it already runs.
     fn cancel(&self) -> bool {
         self.control().cancel()
     }
+    /// Hands the job's start to its ticket, as it is sent. False if the
+    /// future is no longer pending (cancelled meanwhile): do not send it.
+    fn set_gate(&self, gate: Box<dyn StartGate>) -> bool {
+        self.control().set_gate(gate)
+    }
+    /// The job came back unstarted from a dead worker. False if it was
+    /// cancelled meanwhile.
+    fn clear_gate(&self) -> bool {
+        self.control().clear_gate()
+    }
     /// What `Future::abort` calls while the job runs.
     fn set_abort_handler(&self, handler: Box<dyn FnOnce() + Send>) {
         self.control().set_abort_handler(handler);
     }
-    /// Decodes the answer and completes the future.
-    fn complete(self: Box<Self>, outcome: Outcome<'_>);
+    /// A handle to cancel the job's future once the lock is released.
+    fn canceller(&self) -> Canceller {
+        self.control().canceller()
+    }
+    /// Decodes the answer and completes the future; its done callbacks are
+    /// returned, to run off the calling (pool-internal) thread.
+    fn complete(self: Box<Self>, outcome: Outcome<'_>) -> DeferredCallbacks;
     /// Completes the future with an error.
-    fn fail(self: Box<Self>, error: Error) {
-        self.complete(Err(error));
+    fn fail(self: Box<Self>, error: Error) -> DeferredCallbacks {
+        self.complete(Err(error))
     }
 }
 
 /// What the pool does to a job's promise whatever its value type, so that
 /// every sink shares it.
 pub(super) trait Control {
-    fn set_running(&self) -> bool;
-    fn is_cancelled(&self) -> bool;
+    fn is_done(&self) -> bool;
     fn cancel(&self) -> bool;
+    fn set_gate(&self, gate: Box<dyn StartGate>) -> bool;
+    fn clear_gate(&self) -> bool;
     fn set_abort_handler(&self, handler: Box<dyn FnOnce() + Send>);
+    fn canceller(&self) -> Canceller;
 }
 
-impl<T> Control for Promise<T> {
-    fn set_running(&self) -> bool {
-        Promise::set_running(self)
-    }
-    fn is_cancelled(&self) -> bool {
-        Promise::is_cancelled(self)
+impl<T: Send + 'static> Control for Promise<T> {
+    fn is_done(&self) -> bool {
+        Promise::is_done(self)
     }
     fn cancel(&self) -> bool {
         Promise::cancel(self)
     }
+    fn set_gate(&self, gate: Box<dyn StartGate>) -> bool {
+        Promise::set_gate(self, gate)
+    }
+    fn clear_gate(&self) -> bool {
+        Promise::clear_gate(self)
+    }
     fn set_abort_handler(&self, handler: Box<dyn FnOnce() + Send>) {
         Promise::set_abort_handler(self, handler);
     }
+    fn canceller(&self) -> Canceller {
+        Promise::canceller(self)
+    }
+}
+
+/// Completes `promise`, leaving its callbacks to the caller; a future that
+/// was cancelled or aborted meanwhile has nothing to report.
+fn settle<T: Send + 'static>(promise: &Promise<T>, outcome: Result<T, Error>) -> DeferredCallbacks {
+    promise
+        .set_outcome_deferring(outcome)
+        .unwrap_or_else(|_| DeferredCallbacks::none())
 }
 
 /// What goes over the wire for a job.
@@ -74,16 +108,27 @@ pub(super) struct Payload {
     pub(super) items: Vec<u8>,
 }
 
-/// One queued or running message: a single call or a chunk of calls.
+/// One queued or sent message: a single call or a chunk of calls.
 pub(super) struct Job {
     pub(super) id: u64,
     pub(super) payload: Arc<Payload>,
     pub(super) sink: Box<dyn Sink>,
-    /// `start` succeeded once (a job put back after its worker died).
-    pub(super) started: bool,
-    /// Run alone: the job shared a batch with a task that killed its worker,
-    /// so it runs by itself to find out whether it is the culprit.
-    pub(super) solo: bool,
+    /// Its ticket on the board of the worker it was sent to.
+    pub(super) ticket: u32,
+    /// Its abort handler is installed (on its first sending).
+    pub(super) abortable: bool,
+}
+
+impl Job {
+    pub(super) fn new(id: u64, payload: Payload, sink: Box<dyn Sink>) -> Job {
+        Job {
+            id,
+            payload: Arc::new(payload),
+            sink,
+            ticket: 0,
+            abortable: false,
+        }
+    }
 }
 
 /// Decodes one outcome record.
@@ -121,7 +166,7 @@ impl<R: DeserializeOwned + Send + 'static> Sink for One<R> {
     fn control(&self) -> &dyn Control {
         &self.promise
     }
-    fn complete(self: Box<Self>, outcome: Outcome<'_>) {
+    fn complete(self: Box<Self>, outcome: Outcome<'_>) -> DeferredCallbacks {
         let result = outcome.and_then(|results| {
             let mut records = wire::records(results);
             match (records.next(), records.next()) {
@@ -129,8 +174,7 @@ impl<R: DeserializeOwned + Send + 'static> Sink for One<R> {
                 _ => Err(Error::Protocol("expected exactly one result".into())),
             }
         });
-        // Already cancelled or aborted: nothing to report.
-        let _ = self.promise.set_outcome(result);
+        settle(&self.promise, result)
     }
 }
 
@@ -148,7 +192,7 @@ impl<R: DeserializeOwned + Send + 'static> Sink for Chunk<R> {
     fn control(&self) -> &dyn Control {
         &self.promise
     }
-    fn complete(self: Box<Self>, outcome: Outcome<'_>) {
+    fn complete(self: Box<Self>, outcome: Outcome<'_>) -> DeferredCallbacks {
         let Chunk {
             promise,
             len,
@@ -170,6 +214,6 @@ impl<R: DeserializeOwned + Send + 'static> Sink for Chunk<R> {
             }
             Ok(values)
         });
-        let _ = promise.set_outcome(result);
+        settle(&promise, result)
     }
 }

@@ -20,7 +20,9 @@
 //! * a serialization failure on either side fails only that task; nothing
 //!   hangs on a dead worker, a full pipe or a large payload.
 
+pub(crate) mod board;
 mod builder;
+mod callbacks;
 mod job;
 mod process;
 mod schedule;
@@ -220,7 +222,7 @@ impl ProcessPoolExecutor {
             if packed.is_empty() {
                 // Nothing to send: every item failed to serialize.
                 use job::Sink;
-                Box::new(sink).complete(Ok(&[]));
+                Box::new(sink).complete(Ok(&[])).run();
                 return Some(Ok((len, future)));
             }
             if packed.len() > MAX_FRAME - 4096 {

@@ -10,14 +10,19 @@
 //!   supervisor) or with the whole parent, so no worker outlives its pool;
 //! * a worker that does not send its handshake within [`START_TIMEOUT`] is
 //!   given up on, and an initializer gets the per-task timeout;
-//! * [`reap`] always returns: a process that lingers after closing its
-//!   connection is killed.
+//! * a death is seen without polling: the reader of a worker's answers
+//!   ([`Connection`]) waits on the socket *and*, on Linux, on a pidfd of the
+//!   process, so a worker that dies while something else holds its socket
+//!   open is still seen at once;
+//! * [`Process::reap`] always returns, and reports the true cause: a process
+//!   that closed its connection but lingers is killed after [`LINGER`] and
+//!   reported as such, not as killed by a signal.
 //!
 //! Nothing here touches the pool's state: recording the pid and deciding what
 //! a failure means is the supervisor's business.
 
-use std::io::{BufReader, Write};
-use std::os::fd::AsRawFd;
+use std::io::{self, BufReader, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -33,26 +38,42 @@ use super::shared::{Config, Initializer};
 /// How long a new worker may take to say it is ready.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Starts a worker process and returns it with the pool's end of its socket.
+/// How long a worker that closed its connection may take to exit before it
+/// is killed. A worker closes its connection only by exiting, and exits
+/// within microseconds of it.
+pub(super) const LINGER: Duration = Duration::from_millis(200);
+
+/// A started worker process: its handle and, on Linux, a pidfd that
+/// becomes readable when it exits.
+pub(super) struct Process {
+    child: Child,
+    pidfd: Option<OwnedFd>,
+}
+
+/// Starts a worker process with the ticket board `board` and returns it
+/// with the pool's end of its socket.
 ///
 /// Call it on the thread that supervises the worker: on Linux the worker is
 /// killed when that thread ends.
-pub(super) fn spawn() -> Result<(Child, UnixStream), String> {
+pub(super) fn spawn(board: RawFd) -> Result<(Process, UnixStream), String> {
     let exe =
         std::env::current_exe().map_err(|e| format!("cannot find the current executable: {e}"))?;
     let (ours, theirs) =
         UnixStream::pair().map_err(|e| format!("cannot create a socket pair: {e}"))?;
     let fd = theirs.as_raw_fd();
     let mut command = Command::new(&exe);
-    command.env(WORKER_ENV, fd.to_string()).stdin(Stdio::null());
+    command
+        .env(WORKER_ENV, format!("{fd}:{board}"))
+        .stdin(Stdio::null());
     // SAFETY: the closure runs in the child between fork and exec; it
     // only makes async-signal-safe system calls: `fcntl` lets the
-    // child's end of the socket survive the exec (std creates it
+    // child's end of the socket and the board survive the exec (both are
     // CLOEXEC), and on Linux `prctl` kills the worker if this thread (the
     // worker's supervisor, which outlives it) or the whole parent dies.
     unsafe {
         command.pre_exec(move || {
-            if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
+            if libc::fcntl(fd, libc::F_SETFD, 0) == -1 || libc::fcntl(board, libc::F_SETFD, 0) == -1
+            {
                 return Err(std::io::Error::last_os_error());
             }
             #[cfg(any(target_os = "linux", target_os = "android"))]
@@ -66,20 +87,183 @@ pub(super) fn spawn() -> Result<(Child, UnixStream), String> {
     // The child has its own copy now; keeping ours would hold the worker's
     // end open, so that its death would never show as end of stream.
     drop(theirs);
-    Ok((child, ours))
+    let pidfd = pidfd_open(child.id());
+    Ok((Process { child, pidfd }, ours))
+}
+
+/// A pidfd of our child `pid` (Linux 5.3 and later), or `None`.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn pidfd_open(pid: u32) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open has no memory effects; `pid` is our unreaped child.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    // SAFETY: a non-negative result is a new descriptor that we own (it is
+    // close-on-exec by definition).
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn pidfd_open(_pid: u32) -> Option<OwnedFd> {
+    None
+}
+
+/// How a worker process ended.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Ended {
+    pub(super) status: ExitStatus,
+    /// It closed its connection but did not exit, so the pool killed it.
+    pub(super) lingered: bool,
+}
+
+impl Process {
+    pub(super) fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for a process that closed its connection (or died). It
+    /// normally has exited already; one that is still alive after
+    /// [`LINGER`] is killed.
+    pub(super) fn reap(&mut self) -> Ended {
+        let exited = match &self.pidfd {
+            Some(pidfd) => poll_one(pidfd.as_raw_fd(), Some(LINGER)),
+            None => self.poll_exit(),
+        };
+        if exited {
+            if let Ok(status) = self.child.wait() {
+                return Ended {
+                    status,
+                    lingered: false,
+                };
+            }
+        }
+        let _ = self.child.kill();
+        Ended {
+            status: self
+                .child
+                .wait()
+                .unwrap_or_else(|_| ExitStatus::from_raw(0)),
+            lingered: true,
+        }
+    }
+
+    /// Without a pidfd: polls for the exit, for at most [`LINGER`].
+    fn poll_exit(&mut self) -> bool {
+        let start = Instant::now();
+        let mut pause = Duration::from_micros(20);
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(_)) => return true,
+                Ok(None) if start.elapsed() < LINGER => {
+                    thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(10));
+                }
+                _ => return false,
+            }
+        }
+    }
+
+    /// The reader of this worker's answers on `stream` (see [`Connection`]).
+    pub(super) fn connection(&self, stream: UnixStream) -> Connection {
+        Connection {
+            stream,
+            pidfd: self.pidfd.as_ref().map(|fd| fd.as_raw_fd()),
+        }
+    }
+}
+
+/// Waits until `fd` is readable, or `timeout` passes. True if readable.
+fn poll_one(fd: RawFd, timeout: Option<Duration>) -> bool {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let ms = timeout.map_or(-1, |t| t.as_millis().min(i32::MAX as u128) as i32);
+    loop {
+        // SAFETY: one valid pollfd.
+        let n = unsafe { libc::poll(&mut pfd, 1, ms) };
+        if n >= 0 {
+            return n > 0;
+        }
+        if io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+            return false;
+        }
+    }
+}
+
+/// The pool's end of a worker's socket, for reading answers: a read that
+/// would block waits on the socket and the worker's pidfd together, and
+/// reads as the end of the stream once the process has exited with nothing
+/// left to read (a child of the worker may still hold the socket open).
+pub(super) struct Connection {
+    stream: UnixStream,
+    pidfd: Option<RawFd>,
+}
+
+impl Read for Connection {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let Some(pidfd) = self.pidfd else {
+            return self.stream.read(buf);
+        };
+        let fd = self.stream.as_raw_fd();
+        loop {
+            // SAFETY: `buf` is valid for writes of its length.
+            let n =
+                unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+            if n >= 0 {
+                return Ok(n as usize);
+            }
+            let e = io::Error::last_os_error();
+            match e.kind() {
+                io::ErrorKind::Interrupted => continue,
+                io::ErrorKind::WouldBlock => {}
+                _ => return Err(e),
+            }
+            let mut fds = [
+                libc::pollfd {
+                    fd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: pidfd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+            ];
+            // SAFETY: two valid pollfds.
+            let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, -1) };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            if fds[0].revents != 0 {
+                continue; // data, end of stream or an error: recv says which
+            }
+            if fds[1].revents != 0 {
+                return Ok(0); // exited, and its socket has nothing for us
+            }
+        }
+    }
 }
 
 /// Waits for the worker's handshake and runs the initializer, if any.
 /// Returns the reader of the worker's answers, with no read timeout left.
 pub(super) fn handshake(
+    process: &Process,
     ours: &UnixStream,
     config: &Config,
-) -> Result<BufReader<UnixStream>, String> {
+) -> Result<BufReader<Connection>, String> {
     let reader = ours
         .try_clone()
         .map_err(|e| format!("cannot clone a socket: {e}"))?;
     let _ = ours.set_read_timeout(Some(START_TIMEOUT));
-    let mut reader = BufReader::with_capacity(64 * 1024, reader);
+    // Without a pidfd, reads block on the socket and obey its timeout.
+    let mut handshake_reader = BufReader::with_capacity(64 * 1024, process.connection(reader));
+    handshake_reader.get_mut().pidfd = None;
+    let mut reader = handshake_reader;
     let mut buf = Vec::new();
     let handshake = match wire::read_frame(&mut reader, &mut buf) {
         Ok(true) => wire::decode::<FromWorkerRef>(&buf).map_err(|e| e.to_string()),
@@ -103,13 +287,14 @@ pub(super) fn handshake(
         initialize(ours, &mut reader, &mut buf, init)?;
         let _ = ours.set_read_timeout(None);
     }
+    reader.get_mut().pidfd = process.pidfd.as_ref().map(|fd| fd.as_raw_fd());
     Ok(reader)
 }
 
 /// Runs the initializer on a worker that sent its handshake.
 fn initialize(
     ours: &UnixStream,
-    reader: &mut BufReader<UnixStream>,
+    reader: &mut BufReader<Connection>,
     buf: &mut Vec<u8>,
     init: &Initializer,
 ) -> Result<(), String> {
@@ -150,28 +335,18 @@ pub(super) fn send_signal(pid: u32, signal: i32) {
     }
 }
 
-/// Waits for a process that closed its connection. It normally exits at
-/// once; one that does not within two seconds is killed.
-pub(super) fn reap(child: &mut Child) -> ExitStatus {
-    let start = Instant::now();
-    let mut pause = Duration::from_micros(20);
-    loop {
-        match child.try_wait() {
-            Ok(Some(status)) => return status,
-            Ok(None) if start.elapsed() < Duration::from_secs(2) => {
-                thread::sleep(pause);
-                pause = (pause * 2).min(Duration::from_millis(20));
-            }
-            _ => {
-                let _ = child.kill();
-                return child.wait().unwrap_or_else(|_| ExitStatus::from_raw(0));
-            }
-        }
+/// `exit code 3`, `signal 9 (SIGKILL)`, or that it lingered.
+pub(super) fn describe(ended: Ended) -> String {
+    if ended.lingered {
+        return format!(
+            "it closed its connection but did not exit, and was killed after {} ms",
+            LINGER.as_millis()
+        );
     }
+    describe_status(ended.status)
 }
 
-/// `exit code 3` or `signal 9 (SIGKILL)`.
-pub(super) fn describe(status: ExitStatus) -> String {
+fn describe_status(status: ExitStatus) -> String {
     if let Some(code) = status.code() {
         return format!("exit code {code}");
     }

@@ -11,13 +11,15 @@
 //! * the thread that finds an idle worker writes the batch itself, once the
 //!   lock is released: `submit` to an idle worker, a supervisor as soon as
 //!   its worker answered everything it had;
-//! * only jobs known to be short are batched (up to [`MAX_BATCH`] jobs and
-//!   [`BATCH_BYTES`] bytes in one write, answered in one write too), and none
-//!   under a per-task timeout;
+//! * a batch holds about [`BATCH_WORK`] of work by the worker's measured job
+//!   time (at most [`MAX_BATCH`] jobs and [`BATCH_BYTES`] bytes, and no more
+//!   than a fair share of the queue), one job until that time is known, and
+//!   one job under a per-task timeout;
+//! * a job sent ahead stays pending: its future is gated on its ticket, so
+//!   it can be cancelled until the worker begins it, and one cancelled
+//!   between leaving the queue and being gated is not sent at all;
 //! * a worker is sent at most `max_tasks_per_child` jobs and closed once it
-//!   answered them;
-//! * a job leaves the queue running (its future can then only be aborted,
-//!   not cancelled) and with its abort handler set.
+//!   answered them.
 
 use std::io::Write;
 use std::os::unix::net::UnixStream;
@@ -25,32 +27,36 @@ use std::sync::{Arc, Weak};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::Error;
 use crate::wire::{self, ToWorkerRef};
 
+use super::board::Gate;
 use super::job::Payload;
-use super::shared::{Shared, State, complete_all};
+use super::shared::{Failures, Shared, State};
 use super::slot::Slot;
 
 /// Most jobs sent to a worker in one write.
 const MAX_BATCH: usize = 64;
 /// Most payload bytes in one batch of several jobs (a bigger job goes alone).
 const BATCH_BYTES: usize = 64 * 1024;
-/// Jobs are batched only while one takes less than this on the worker.
-const BATCH_JOB_TIME: Duration = Duration::from_micros(500);
+/// About how much work one batch commits a worker to.
+const BATCH_WORK: Duration = Duration::from_millis(1);
 
 /// A batch to write to a worker, outside the lock.
 struct Outgoing {
     worker: u64,
     stream: Arc<UnixStream>,
-    jobs: Vec<(u64, Arc<Payload>)>,
+    jobs: Vec<(u64, u32, Arc<Payload>)>,
 }
 
 impl Outgoing {
     fn send(self, shared: &Shared) {
-        let mut buf = Vec::with_capacity(self.jobs.iter().map(|(_, p)| p.items.len() + 64).sum());
-        for (id, payload) in &self.jobs {
+        let mut buf =
+            Vec::with_capacity(self.jobs.iter().map(|(_, _, p)| p.items.len() + 64).sum());
+        for (id, ticket, payload) in &self.jobs {
             let message = ToWorkerRef::Run {
                 id: *id,
+                ticket: *ticket,
                 task: payload.task.name,
                 fingerprint: payload.task.fingerprint,
                 items: serde_bytes::Bytes::new(&payload.items),
@@ -66,18 +72,23 @@ impl Outgoing {
     }
 }
 
-/// Batches taken off the queue, to write once the lock is released.
+/// What scheduling decided under the lock, to carry out once it is
+/// released: batches to write, and jobs to fail.
 #[derive(Default)]
 #[must_use = "jobs taken off the queue hang until their batch is sent"]
-pub(super) struct Batches(Vec<Outgoing>);
+pub(super) struct Batches {
+    outgoing: Vec<Outgoing>,
+    failures: Failures,
+}
 
 impl Batches {
-    /// Writes every batch. Call it without holding the lock: a write may
-    /// block until the worker reads.
+    /// Writes every batch, then fails what could not be scheduled. Call it
+    /// without holding the lock: a write may block until the worker reads.
     pub(super) fn send(self, shared: &Shared) {
-        for outgoing in self.0 {
+        for outgoing in self.outgoing {
             outgoing.send(shared);
         }
+        shared.fail_all(self.failures);
     }
 }
 
@@ -91,20 +102,21 @@ impl Shared {
                 break;
             };
             match self.take_batch(st, index) {
-                Some(o) => batches.0.push(o),
+                Some(o) => batches.outgoing.push(o),
                 None => break,
             }
         }
-        self.spawn_missing(st);
+        batches.failures = self.spawn_missing(st);
         batches
     }
 
     /// Starts workers while jobs wait that no starting worker will take.
-    fn spawn_missing(self: &Arc<Self>, st: &mut State) {
+    /// Returns the jobs to fail if no worker can be had at all.
+    fn spawn_missing(self: &Arc<Self>, st: &mut State) -> Failures {
         if st.broken.is_some() || st.kill_signal.is_some() {
-            return;
+            return Failures::new();
         }
-        let mut starting = st.slots.iter().filter(|s| s.stream.is_none()).count();
+        let mut starting = st.slots.iter().filter(|s| !s.is_ready()).count();
         while st.slots.len() < self.config.max_workers && starting < st.queue.len() {
             let id = st.next_worker;
             st.next_worker += 1;
@@ -121,48 +133,71 @@ impl Shared {
                     starting += 1;
                 }
                 Err(e) => {
-                    let failures = self.break_pool(st, format!("cannot start a thread: {e}"));
-                    // Completing runs user callbacks: not under the lock.
-                    thread::spawn(move || complete_all(failures));
-                    return;
+                    // Not broken: threads may be back later. But if no
+                    // worker is left to run the queue, it fails now rather
+                    // than waiting forever.
+                    if st.slots.is_empty() {
+                        let reason = format!("cannot start a supervisor thread: {e}");
+                        return st
+                            .queue
+                            .drain(..)
+                            .map(|job| (job.sink, Error::SpawnFailed(reason.clone())))
+                            .collect();
+                    }
+                    break;
                 }
             }
         }
         self.start_timer(st);
+        Failures::new()
+    }
+
+    /// How many jobs the idle worker at `index` gets next.
+    fn batch_limit(&self, st: &State, index: usize) -> usize {
+        let slot = &st.slots[index];
+        let mut limit = match (self.config.timeout, slot.job_time) {
+            // A deadline is per job; an unknown job time may be long.
+            (Some(_), _) | (None, None) => 1,
+            (None, Some(t)) => {
+                let fit = BATCH_WORK.as_nanos() / t.as_nanos().max(1);
+                let fair = st.queue.len().div_ceil(self.config.max_workers);
+                (fit as usize).clamp(1, MAX_BATCH).min(fair.max(1))
+            }
+        };
+        if let Some(max) = self.config.max_tasks_per_child {
+            limit = limit.min(max.saturating_sub(slot.assigned));
+        }
+        limit
     }
 
     /// Takes the next batch of jobs for the idle worker at `index`.
     fn take_batch(self: &Arc<Self>, st: &mut State, index: usize) -> Option<Outgoing> {
-        let max_workers = self.config.max_workers;
-        // Batch only tasks known to be short: a long task gains nothing from
-        // it, and a batched job counts as running (it can no longer be
-        // cancelled, only aborted).
-        let short = st.slots[index].job_time.is_some_and(|t| t < BATCH_JOB_TIME);
-        let mut limit = if self.config.timeout.is_some() || !short {
-            1
-        } else {
-            MAX_BATCH.min((st.queue.len() / max_workers).max(1))
-        };
-        if let Some(max) = self.config.max_tasks_per_child {
-            limit = limit.min(max.saturating_sub(st.slots[index].assigned));
-        }
+        let limit = self.batch_limit(st, index);
+        let (board, stream) = st.slots[index].channel()?;
         let mut jobs = Vec::new();
         let mut bytes = 0;
         while jobs.len() < limit {
             let Some(job) = st.queue.front() else { break };
-            if !jobs.is_empty() && (job.solo || bytes + job.payload.items.len() > BATCH_BYTES) {
+            if !jobs.is_empty() && bytes + job.payload.items.len() > BATCH_BYTES {
                 break;
             }
             let mut job = st.queue.pop_front().expect("front exists");
-            if job.started {
-                if job.sink.is_cancelled() {
-                    continue;
-                }
-            } else {
-                if !job.sink.start() {
-                    continue; // cancelled while queued
-                }
-                job.started = true;
+            if !job.sink.is_pending() {
+                continue; // cancelled while queued
+            }
+            let slot = &mut st.slots[index];
+            job.ticket = slot.take_ticket();
+            board.post(job.ticket, job.id);
+            let gate = Gate {
+                board: Arc::clone(&board),
+                ticket: job.ticket,
+                id: job.id,
+            };
+            if !job.sink.set_gate(Box::new(gate)) {
+                continue; // cancelled just now: never sent
+            }
+            if !job.abortable {
+                job.abortable = true;
                 // Weak: the handler lives in the job's own future, which
                 // the pool holds; a strong one would be a cycle, and would
                 // keep the pool alive as long as any of its futures.
@@ -175,26 +210,24 @@ impl Shared {
                 }));
             }
             bytes += job.payload.items.len();
-            let solo = job.solo;
-            jobs.push((job.id, Arc::clone(&job.payload)));
-            st.slots[index].inflight.push_back(job);
-            if solo {
-                break;
-            }
+            jobs.push((job.id, job.ticket, Arc::clone(&job.payload)));
+            slot.inflight.push_back(job);
         }
         if jobs.is_empty() {
             return None;
         }
+        let deadline = self
+            .config
+            .timeout
+            .and_then(|timeout| Instant::now().checked_add(timeout));
         let slot = &mut st.slots[index];
-        slot.assigned += jobs.len();
-        slot.sent = Some((Instant::now(), jobs.len() as u32));
-        if let Some(timeout) = self.config.timeout {
-            slot.deadline = Some(Instant::now() + timeout);
+        slot.batch_sent(jobs.len(), deadline);
+        if deadline.is_some() {
             self.timer.notify_all();
         }
         Some(Outgoing {
             worker: slot.id,
-            stream: Arc::clone(slot.stream.as_ref().expect("idle slots are ready")),
+            stream,
             jobs,
         })
     }
@@ -204,7 +237,7 @@ impl Shared {
     pub(super) fn after_batch(self: &Arc<Self>, st: &mut State, index: usize) -> Batches {
         let slot = &mut st.slots[index];
         slot.deadline = None;
-        if slot.closing || slot.dying {
+        if slot.is_closing() || slot.is_dying() {
             return Batches::default();
         }
         if let Some(max) = self.config.max_tasks_per_child {
@@ -213,14 +246,14 @@ impl Shared {
                 return Batches::default();
             }
         }
-        let batch = if st.queue.is_empty() {
-            None
-        } else {
-            self.take_batch(st, index)
-        };
+        // Cancelled jobs are skipped: no batch means the queue is empty.
+        let batch = self.take_batch(st, index);
         if batch.is_none() && st.shutdown && st.queue.is_empty() {
             st.slots[index].close();
         }
-        Batches(batch.into_iter().collect())
+        Batches {
+            outgoing: batch.into_iter().collect(),
+            failures: Failures::new(),
+        }
     }
 }

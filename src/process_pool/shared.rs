@@ -4,13 +4,18 @@
 //!
 //! Threads: the user's; one supervisor thread per worker process (see
 //! [`supervisor`](super::supervisor)); one timer thread when a per-task
-//! timeout is set (see [`timer`](super::timer)). They share one [`State`]
-//! under one mutex, and no thread ever polls.
+//! timeout is set (see [`timer`](super::timer)); callback threads (see
+//! [`callbacks`](super::callbacks)). They share one [`State`] under one
+//! mutex, and no thread ever polls.
 //!
 //! Guarantees:
-//! * no user code runs under the lock: completing or cancelling a future runs
-//!   done callbacks, so failures and batches to write are collected under the
-//!   lock and acted on after it is released;
+//! * no user code runs under the lock, and none on the pool's internal
+//!   threads: failures and batches to write are collected under the lock
+//!   and acted on after it is released, and the done callbacks of futures
+//!   that internal threads complete run on callback threads;
+//! * an internal thread that panics (a bug) does not die silently: the pool
+//!   is marked broken with the reason, what that thread held fails, and
+//!   `shutdown` still returns;
 //! * after [`shutdown`](Shared::shutdown) no job is accepted; once the pool is
 //!   broken every queued and later job fails with [`Error::BrokenPool`];
 //! * `shutdown` with `wait` returns once every thread of the pool is joined,
@@ -25,8 +30,9 @@ use crate::Error;
 use crate::registry::TaskRef;
 use crate::wire::ByteBuf;
 
+use super::callbacks::Callbacks;
 use super::job::{Job, Payload, Sink};
-use super::slot::Slot;
+use super::slot::{Slot, Stop};
 
 /// The settings of a pool.
 pub(super) struct Config {
@@ -50,6 +56,8 @@ pub(super) struct Shared {
     /// Wakes the timer thread: notified whenever a deadline is set, a worker
     /// leaves or the pool shuts down.
     pub(super) timer: Condvar,
+    /// Where the done callbacks of futures completed by internal threads run.
+    pub(super) callbacks: Callbacks,
 }
 
 #[derive(Default)]
@@ -81,19 +89,11 @@ impl State {
 /// Futures to fail once the lock is released.
 pub(super) type Failures = Vec<(Box<dyn Sink>, Error)>;
 
-pub(super) fn complete_all(failures: Failures) {
-    for (sink, error) in failures {
-        sink.fail(error);
-    }
-}
-
-/// Cancels queued jobs: pending futures end cancelled; jobs put back after a
-/// crash already ran, so they fail with [`Error::Cancelled`].
+/// Cancels queued jobs (their futures are pending: nothing of theirs began),
+/// running their callbacks in this thread.
 pub(super) fn cancel_all(jobs: Vec<Job>) {
     for job in jobs {
-        if !job.sink.cancel() {
-            job.sink.fail(Error::Cancelled);
-        }
+        job.sink.cancel();
     }
 }
 
@@ -101,8 +101,21 @@ impl Shared {
     pub(super) fn new(config: Config) -> Shared {
         Shared {
             config,
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                // Job ids start at 1: a zeroed ticket names no job.
+                next_job: 1,
+                ..State::default()
+            }),
             timer: Condvar::new(),
+            callbacks: Callbacks::default(),
+        }
+    }
+
+    /// Fails futures from an internal thread: their callbacks go to the
+    /// callback threads.
+    pub(super) fn fail_all(&self, failures: Failures) {
+        for (sink, error) in failures {
+            self.callbacks.run(sink.fail(error));
         }
     }
 
@@ -127,13 +140,7 @@ impl Shared {
         }
         let id = st.next_job;
         st.next_job += 1;
-        st.queue.push_back(Job {
-            id,
-            payload: Arc::new(payload),
-            sink,
-            started: false,
-            solo: false,
-        });
+        st.queue.push_back(Job::new(id, payload, sink));
         let batches = self.schedule(&mut st);
         drop(st);
         batches.send(self);
@@ -152,7 +159,7 @@ impl Shared {
         let mut st = self.lock();
         for slot in &mut st.slots {
             if slot.inflight.iter().any(|j| j.id == job) {
-                if !slot.dying {
+                if !slot.is_dying() {
                     slot.aborted.push(job);
                     slot.signal(libc::SIGKILL);
                 }
@@ -177,14 +184,21 @@ impl Shared {
     /// Stops accepting work; cancels the queue if asked; lets idle workers
     /// exit; waits for every worker if asked.
     pub(super) fn shutdown(&self, wait: bool, cancel_futures: bool) {
-        let cancelled = {
+        let (cancelled, sent_ahead) = {
             let mut st = self.lock();
             st.shutdown = true;
-            let cancelled: Vec<Job> = if cancel_futures {
-                st.queue.drain(..).collect()
-            } else {
-                Vec::new()
-            };
+            let mut cancelled: Vec<Job> = Vec::new();
+            let mut sent_ahead = Vec::new();
+            if cancel_futures {
+                cancelled = st.queue.drain(..).collect();
+                // Jobs sent ahead that have not begun are cancellable too:
+                // their gates decide, once the lock is released.
+                sent_ahead = st
+                    .slots
+                    .iter()
+                    .flat_map(|s| s.inflight.iter().map(|j| j.sink.canceller()))
+                    .collect();
+            }
             // Busy workers are closed by their supervisor once the queue is
             // empty (see `after_batch`).
             if st.queue.is_empty() {
@@ -195,11 +209,15 @@ impl Shared {
                 }
             }
             self.timer.notify_all();
-            cancelled
+            (cancelled, sent_ahead)
         };
         cancel_all(cancelled);
+        for canceller in sent_ahead {
+            canceller.cancel();
+        }
         if wait {
             self.join();
+            self.callbacks.join();
         }
     }
 
@@ -210,10 +228,7 @@ impl Shared {
             let mut st = self.lock();
             st.kill_signal = Some(signal);
             for slot in &mut st.slots {
-                if !slot.dying {
-                    slot.killed_by_pool = true;
-                    slot.signal(signal);
-                }
+                slot.stop(Stop::Pool, signal);
             }
         }
         self.shutdown(true, true);
@@ -240,11 +255,6 @@ impl Shared {
 
     /// The pids of the live worker processes.
     pub(super) fn pids(&self) -> Vec<u32> {
-        self.lock()
-            .slots
-            .iter()
-            .filter(|s| !s.dying)
-            .filter_map(|s| s.pid)
-            .collect()
+        self.lock().slots.iter().filter_map(Slot::pid).collect()
     }
 }

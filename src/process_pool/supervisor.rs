@@ -8,45 +8,78 @@
 //!   protocol error: the worker is killed and what it held fails with
 //!   [`Error::Protocol`];
 //! * a future is completed outside the lock and after the worker's next batch
-//!   is written, so a slow done callback does not leave the worker idle;
-//! * a worker that never becomes ready (cannot start, bad handshake, failed
-//!   initializer) breaks the pool with the reason, unless the pool was
-//!   stopping its workers anyway;
+//!   is written, so a slow completion does not leave the worker idle; its
+//!   done callbacks run on a callback thread, never here;
+//! * a worker that cannot be started for want of resources fails the queued
+//!   jobs only if no other worker is left to run them, and the pool stays
+//!   usable; a worker that starts but never becomes ready (bad handshake,
+//!   failed initializer) breaks the pool with the reason, unless the pool
+//!   was stopping its workers anyway;
 //! * the slot is marked dying before the process is reaped, so that nothing
-//!   signals a pid that may have been reused.
+//!   signals a pid that may have been reused;
+//! * a panic in this thread (a bug) breaks the pool with the reason and
+//!   fails what the worker held; it never leaves a future or `shutdown`
+//!   waiting.
 //!
-//! Crashes: a dead worker closes its end of the socket; its supervisor reaps
-//! it, fails the job it ran with [`Error::WorkerDied`] (pid and exit code or
-//! signal), puts the rest of its batch back in front of the queue, to run
-//! one at a time so that only the job that kills a worker fails, and starts a
-//! replacement if work is waiting.
+//! Crashes: a dead worker closes its end of the socket (or its pidfd says
+//! it exited); its supervisor reaps it and reads each job's ticket on the
+//! board: the job it was running fails with [`Error::WorkerDied`] (pid and
+//! exit code or signal), jobs it had not begun go back to the front of the
+//! queue, and a job it finished but whose answer was lost fails too: a job
+//! that ran is never run again. A replacement starts if work is waiting.
 
 use std::io::{BufReader, ErrorKind};
 use std::os::unix::net::UnixStream;
-use std::process::{Child, ExitStatus};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
 use crate::Error;
 use crate::wire::{self, FromWorkerRef};
 
+use super::board::{Board, Phase};
 use super::job::Job;
-use super::process::{self, describe, reap, send_signal};
+use super::process::{self, Connection, Ended, Process, describe, send_signal};
 use super::schedule::Batches;
-use super::shared::{Failures, Shared, cancel_all, complete_all};
+use super::shared::{Failures, Shared, cancel_all};
+use super::slot::Stop;
 
 /// A ready worker: its process, our end of its socket and the reader of its
 /// answers.
-type Started = (Child, Arc<UnixStream>, BufReader<UnixStream>);
-/// Why a worker never became ready, and its process if it was started.
-type StartFailure = (Option<Child>, String);
+type Started = (Process, Arc<UnixStream>, BufReader<Connection>);
+
+/// Why a worker never became ready.
+enum StartFailure {
+    /// The system refused a process, a socket or memory: try again later.
+    Spawn(String),
+    /// It started and failed its handshake or initializer.
+    Handshake(Process, String),
+}
+
+/// An answer from a worker.
+enum Answer<'b> {
+    Done(u64, &'b [u8]),
+    Skipped(u64),
+}
 
 impl Shared {
-    /// The life of one worker process.
+    /// The life of one worker process. A panic here is a bug: it breaks the
+    /// pool instead of leaving futures waiting.
     pub(super) fn supervise(self: Arc<Self>, worker: u64) {
-        let (mut child, stream, mut reader) = match self.start(worker) {
+        let outcome = catch_unwind(AssertUnwindSafe(|| Arc::clone(&self).run_worker(worker)));
+        if let Err(payload) = outcome {
+            let message = crate::error::panic_message(payload.as_ref());
+            self.internal_failure(
+                Some(worker),
+                format!("a supervisor thread panicked: {message}"),
+            );
+        }
+    }
+
+    fn run_worker(self: Arc<Self>, worker: u64) {
+        let (mut process, stream, mut reader) = match self.start(worker) {
             Ok(started) => started,
-            Err((child, reason)) => {
-                self.start_failed(worker, child, reason);
+            Err(failure) => {
+                self.start_failed(worker, failure);
                 return;
             }
         };
@@ -54,7 +87,7 @@ impl Shared {
             let mut st = self.lock();
             match st.slot_index(worker) {
                 Some(i) => {
-                    st.slots[i].stream = Some(Arc::clone(&stream));
+                    st.slots[i].ready(Arc::clone(&stream));
                     if st.kill_signal.is_some() {
                         st.slots[i].close();
                     }
@@ -67,7 +100,7 @@ impl Shared {
         let mut buf = Vec::new();
         let mut protocol_error = None;
         loop {
-            let (id, results) = match next_answer(&mut reader, &mut buf) {
+            let answer = match next_answer(&mut reader, &mut buf) {
                 Ok(Some(answer)) => answer,
                 Ok(None) => break,
                 Err(e) => {
@@ -75,6 +108,11 @@ impl Shared {
                     self.kill_worker(worker);
                     break;
                 }
+            };
+            #[cfg(test)]
+            fault::maybe_panic(fault::SUPERVISOR);
+            let id = match answer {
+                Answer::Done(id, _) | Answer::Skipped(id) => id,
             };
             let mut st = self.lock();
             let Some(i) = st.slot_index(worker) else {
@@ -95,61 +133,69 @@ impl Shared {
             };
             drop(st);
             batches.send(&self);
-            job.sink.complete(Ok(results));
+            match answer {
+                Answer::Done(_, results) => self.callbacks.run(job.sink.complete(Ok(results))),
+                // Cancelled through its gate, by whoever cancelled it.
+                Answer::Skipped(_) => debug_assert!(!job.sink.is_pending()),
+            }
         }
         drop(reader);
         // Reap the process before dropping our end of the socket.
-        let status = {
-            self.set_dying(worker);
-            reap(&mut child)
-        };
+        self.set_dying(worker);
+        let ended = process.reap();
         drop(stream);
-        self.worker_exited(worker, child.id(), status, protocol_error);
+        self.worker_exited(worker, process.id(), ended, protocol_error);
     }
 
     /// Starts the process, waits for its handshake and runs the initializer.
     fn start(&self, worker: u64) -> Result<Started, StartFailure> {
-        let (child, ours) = process::spawn().map_err(|reason| (None, reason))?;
+        let board = Board::create()
+            .map(Arc::new)
+            .map_err(|e| StartFailure::Spawn(format!("cannot create a ticket board: {e}")))?;
+        let (process, ours) = process::spawn(board.raw_fd()).map_err(StartFailure::Spawn)?;
         {
             let mut st = self.lock();
             // terminate/kill_workers may have run while this worker started:
             // it must not escape the signal.
             let kill_signal = st.kill_signal;
             if let Some(slot) = st.slot_mut(worker) {
-                slot.pid = Some(child.id());
+                slot.started(process.id(), board);
                 if let Some(signal) = kill_signal {
-                    slot.killed_by_pool = true;
-                    slot.signal(signal);
+                    slot.stop(Stop::Pool, signal);
                 }
             }
         }
-        match process::handshake(&ours, &self.config) {
-            Ok(reader) => Ok((child, Arc::new(ours), reader)),
-            Err(reason) => Err((Some(child), reason)),
+        match process::handshake(&process, &ours, &self.config) {
+            Ok(reader) => Ok((process, Arc::new(ours), reader)),
+            Err(reason) => Err(StartFailure::Handshake(process, reason)),
         }
     }
 
     fn set_dying(&self, worker: u64) {
         if let Some(slot) = self.lock().slot_mut(worker) {
-            slot.dying = true;
+            slot.set_dying();
         }
     }
 
-    /// A worker that never became ready: the pool is broken (unless the
-    /// pool was stopping its workers anyway).
-    fn start_failed(self: &Arc<Self>, worker: u64, child: Option<Child>, reason: String) {
+    /// A worker that never became ready: the pool is broken if it started
+    /// and failed; if it could not start at all, the queue fails only when
+    /// no other worker is left to run it.
+    fn start_failed(self: &Arc<Self>, worker: u64, failure: StartFailure) {
         self.set_dying(worker);
-        let reason = match child {
-            Some(mut child) => {
-                send_signal(child.id(), libc::SIGKILL);
-                let status = reap(&mut child);
-                format!(
-                    "{reason} (worker process {}: {})",
-                    child.id(),
-                    describe(status)
+        let (reason, broken) = match failure {
+            StartFailure::Spawn(reason) => (reason, false),
+            StartFailure::Handshake(mut process, reason) => {
+                send_signal(process.id(), libc::SIGKILL);
+                let ended = process.reap();
+                let status = describe(Ended {
+                    lingered: false,
+                    ..ended
+                });
+                (
+                    format!("{reason} (worker process {}: {status})", process.id()),
+                    true,
                 )
             }
-            None => reason,
         };
         let failures = {
             let mut st = self.lock();
@@ -160,20 +206,27 @@ impl Shared {
             self.timer.notify_all();
             if stopping {
                 Vec::new()
-            } else {
+            } else if broken {
                 self.break_pool(&mut st, reason)
+            } else if st.slots.is_empty() {
+                st.queue
+                    .drain(..)
+                    .map(|job| (job.sink, Error::SpawnFailed(reason.clone())))
+                    .collect()
+            } else {
+                Vec::new()
             }
         };
-        complete_all(failures);
+        self.fail_all(failures);
     }
 
-    /// A ready worker's process ended: fail or re-queue what it held and
-    /// start a replacement if work waits.
+    /// A ready worker's process ended: settle each job it held by its
+    /// ticket, and start a replacement if work waits.
     fn worker_exited(
         self: &Arc<Self>,
         worker: u64,
         pid: u32,
-        status: ExitStatus,
+        ended: Ended,
         protocol_error: Option<String>,
     ) {
         let mut st = self.lock();
@@ -181,38 +234,53 @@ impl Shared {
             return;
         };
         let slot = st.slots.remove(i);
-        let culprit_known = !slot.aborted.is_empty() || slot.timed_out.is_some();
-        let batch = slot.inflight.len() > 1;
-        let died = || match &protocol_error {
-            Some(e) => Error::Protocol(format!(
+        let broken = st.broken.clone();
+        let died = |finished: bool| match (&protocol_error, &broken, slot.stopped) {
+            (Some(e), _, _) => Error::Protocol(format!(
                 "worker process {pid} broke the protocol ({e}) and was killed"
             )),
-            None => Error::WorkerDied {
+            (None, Some(reason), Some(Stop::Broken)) => Error::BrokenPool(reason.clone()),
+            _ if finished => Error::WorkerDied {
                 pid,
-                cause: describe(status),
+                cause: format!(
+                    "{}, after the task finished and before its result reached the pool \
+                     (the task is not run again)",
+                    describe(ended)
+                ),
+            },
+            _ => Error::WorkerDied {
+                pid,
+                cause: describe(ended),
             },
         };
         let mut failures: Failures = Vec::new();
         let mut requeue = Vec::new();
-        for mut job in slot.inflight {
+        let board = slot.board().cloned();
+        for job in slot.inflight {
+            let phase = board
+                .as_ref()
+                .map_or(Phase::Started, |b| b.phase(job.ticket, job.id));
             if slot.aborted.contains(&job.id) {
+                // Already cancelled by `abort`: nothing to report.
                 failures.push((job.sink, Error::Cancelled));
-            } else if slot.timed_out == Some(job.id) {
-                let timeout = self.config.timeout.unwrap_or_default();
-                failures.push((job.sink, Error::TaskTimeout(timeout)));
-            } else if slot.killed_by_pool || protocol_error.is_some() {
-                failures.push((job.sink, died()));
-            } else if culprit_known {
-                requeue.push(job);
-            } else if !batch || job.solo {
-                failures.push((job.sink, died()));
-            } else {
-                job.solo = true;
-                requeue.push(job);
+                continue;
+            }
+            match phase {
+                Phase::Sent => requeue.push(job),
+                Phase::Cancelled => {}
+                Phase::Started if slot.stopped == Some(Stop::Timeout(job.id)) => {
+                    let timeout = self.config.timeout.unwrap_or_default();
+                    failures.push((job.sink, Error::TaskTimeout(timeout)));
+                }
+                Phase::Started => failures.push((job.sink, died(false))),
+                Phase::Done => failures.push((job.sink, died(true))),
             }
         }
         for job in requeue.into_iter().rev() {
-            st.queue.push_front(job);
+            // Back to an ordinary pending job, unless cancelled meanwhile.
+            if job.sink.clear_gate() {
+                st.queue.push_front(job);
+            }
         }
         let cancelled: Vec<Job> = if st.kill_signal.is_some() {
             st.queue.drain(..).collect()
@@ -223,17 +291,52 @@ impl Shared {
         let batches = self.schedule(&mut st);
         drop(st);
         batches.send(self);
-        complete_all(failures);
+        self.fail_all(failures);
         cancel_all(cancelled);
+    }
+
+    /// An internal thread panicked: the pool is broken with `reason`; the
+    /// worker of that thread (if any) is killed and what it held fails,
+    /// every other worker is stopped so that nothing waits on a pool that
+    /// can no longer time out or replace workers.
+    pub(super) fn internal_failure(self: &Arc<Self>, worker: Option<u64>, reason: String) {
+        let mut failures = {
+            let mut st = self.lock();
+            let mut failures = self.break_pool(&mut st, reason.clone());
+            if let Some(i) = worker.and_then(|w| st.slot_index(w)) {
+                let mut slot = st.slots.remove(i);
+                if let Some(pid) = slot.pid() {
+                    slot.set_dying();
+                    send_signal(pid, libc::SIGKILL);
+                    // SAFETY: waitpid on our own unreaped child (the slot was
+                    // not dying, so nobody reaped it) has no memory effects.
+                    unsafe { libc::waitpid(pid as libc::pid_t, std::ptr::null_mut(), 0) };
+                }
+                failures.extend(
+                    slot.inflight
+                        .into_iter()
+                        .map(|job| (job.sink, Error::BrokenPool(reason.clone()))),
+                );
+            }
+            for slot in &mut st.slots {
+                slot.stop(Stop::Broken, libc::SIGKILL);
+            }
+            self.timer.notify_all();
+            failures
+        };
+        // Even the callbacks must not depend on the broken machinery.
+        for (sink, error) in failures.drain(..) {
+            sink.fail(error).run();
+        }
     }
 }
 
 /// Reads the worker's next answer: `Ok(None)` at the end of its stream (the
 /// worker exited or died), `Err` if it broke the protocol.
 fn next_answer<'b>(
-    reader: &mut BufReader<UnixStream>,
+    reader: &mut BufReader<Connection>,
     buf: &'b mut Vec<u8>,
-) -> Result<Option<(u64, &'b [u8])>, String> {
+) -> Result<Option<Answer<'b>>, String> {
     match wire::read_frame(reader, buf) {
         Ok(true) => {}
         Ok(false) => return Ok(None),
@@ -242,8 +345,35 @@ fn next_answer<'b>(
         Err(_) => return Ok(None),
     }
     match wire::decode::<FromWorkerRef>(buf) {
-        Ok(FromWorkerRef::Done { id, results }) => Ok(Some((id, results))),
+        Ok(FromWorkerRef::Done { id, results }) => Ok(Some(Answer::Done(id, results))),
+        Ok(FromWorkerRef::Skipped { id }) => Ok(Some(Answer::Skipped(id))),
         Ok(other) => Err(format!("unexpected message {other:?}")),
         Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Fault injection for the tests of the pool's own failure handling: makes
+/// an internal thread panic as a bug would.
+#[cfg(test)]
+pub(super) mod fault {
+    use std::sync::atomic::{AtomicU8, Ordering};
+
+    pub(crate) const SUPERVISOR: u8 = 1;
+    pub(crate) const TIMER: u8 = 2;
+
+    static ARMED: AtomicU8 = AtomicU8::new(0);
+
+    /// The next time the `which` thread passes its check, it panics.
+    pub(crate) fn arm(which: u8) {
+        ARMED.store(which, Ordering::SeqCst);
+    }
+
+    pub(crate) fn maybe_panic(which: u8) {
+        if ARMED
+            .compare_exchange(which, 0, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+        {
+            panic!("injected fault");
+        }
     }
 }

@@ -12,11 +12,13 @@
 //!   supervisor fails it with the timeout, not as a crash; a worker already
 //!   being reaped is never signalled.
 
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::thread;
 use std::time::Instant;
 
 use super::shared::{Shared, State};
+use super::slot::Stop;
 
 impl Shared {
     /// Starts the timer thread if the pool needs one and has none.
@@ -25,7 +27,7 @@ impl Shared {
             let shared = Arc::clone(self);
             if let Ok(handle) = thread::Builder::new()
                 .name("process-pool-timer".into())
-                .spawn(move || shared.run_timer())
+                .spawn(move || shared.timer_thread())
             {
                 st.timer_running = true;
                 st.threads.push(handle);
@@ -33,9 +35,21 @@ impl Shared {
         }
     }
 
-    fn run_timer(self: Arc<Self>) {
+    /// A panic here is a bug: it breaks the pool (whose deadlines nobody
+    /// would enforce any more) instead of dying silently.
+    fn timer_thread(self: Arc<Self>) {
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(|| self.run_timer())) {
+            let message = crate::error::panic_message(payload.as_ref());
+            self.lock().timer_running = false;
+            self.internal_failure(None, format!("the timer thread panicked: {message}"));
+        }
+    }
+
+    fn run_timer(&self) {
         let mut st = self.lock();
         loop {
+            #[cfg(test)]
+            super::supervisor::fault::maybe_panic(super::supervisor::fault::TIMER);
             if st.shutdown && st.slots.is_empty() && st.queue.is_empty() {
                 st.timer_running = false;
                 return;
@@ -48,9 +62,8 @@ impl Shared {
                 };
                 if deadline <= now {
                     slot.deadline = None;
-                    if let (Some(job), None) = (slot.inflight.front(), slot.timed_out) {
-                        slot.timed_out = Some(job.id);
-                        slot.signal(libc::SIGKILL);
+                    if let Some(id) = slot.inflight.front().map(|job| job.id) {
+                        slot.stop(Stop::Timeout(id), libc::SIGKILL);
                     }
                 } else {
                     next = Some(next.map_or(deadline, |n| n.min(deadline)));
