@@ -686,3 +686,71 @@ fn errors_display_and_compare() {
     assert!(e.to_string().contains("dropped"));
     assert_eq!(Error::ShutDown.clone(), Error::ShutDown);
 }
+
+// ---- taking the value out from the future's own done callback ---------------
+
+/// A future stored where its own callback can reach it.
+type Shelf = Arc<Mutex<Option<Future<u32>>>>;
+
+#[test]
+fn into_result_in_its_own_callback_is_an_error_not_a_hang() {
+    let (promise, future) = Promise::new();
+    let shelf: Shelf = Arc::new(Mutex::new(None));
+    let (tx, rx) = mpsc::channel();
+    let inner = Arc::clone(&shelf);
+    future.add_done_callback(move |f| {
+        assert_eq!(
+            f.result(),
+            Ok(&7),
+            "the value is readable through the callback's handle"
+        );
+        let own = inner.lock().unwrap().take().unwrap();
+        tx.send(own.into_result()).unwrap();
+    });
+    *shelf.lock().unwrap() = Some(future);
+    promise.set_result(7).unwrap();
+    let got = rx.recv_timeout(LONG).expect("into_result hung");
+    assert!(matches!(got, Err(Error::InvalidState(_))), "{got:?}");
+}
+
+#[test]
+fn awaiting_in_its_own_callback_is_an_error_not_a_hang() {
+    let (promise, future) = Promise::new();
+    let shelf: Shelf = Arc::new(Mutex::new(None));
+    let (tx, rx) = mpsc::channel();
+    let inner = Arc::clone(&shelf);
+    future.add_done_callback(move |_| {
+        let own = inner.lock().unwrap().take().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        tx.send(rt.block_on(own)).unwrap();
+    });
+    *shelf.lock().unwrap() = Some(future);
+    promise.set_result(7).unwrap();
+    let got = rx.recv_timeout(LONG).expect(".await hung");
+    assert!(matches!(got, Err(Error::InvalidState(_))), "{got:?}");
+}
+
+#[test]
+fn into_result_in_its_own_thread_pool_callback_does_not_hang() {
+    let pool = concurrent_futures::ThreadPoolExecutor::new(1).unwrap();
+    let (gate_tx, gate_rx) = mpsc::channel::<()>();
+    let f = pool
+        .submit(move || {
+            gate_rx.recv_timeout(LONG).unwrap();
+            5u32
+        })
+        .unwrap();
+    let shelf: Shelf = Arc::new(Mutex::new(None));
+    let (tx, rx) = mpsc::channel();
+    let inner = Arc::clone(&shelf);
+    f.add_done_callback(move |_| {
+        let own = inner.lock().unwrap().take().unwrap();
+        tx.send(own.into_result()).unwrap();
+    });
+    *shelf.lock().unwrap() = Some(f);
+    gate_tx.send(()).unwrap();
+    let got = rx.recv_timeout(LONG).expect("into_result hung");
+    assert!(matches!(got, Err(Error::InvalidState(_))), "{got:?}");
+}

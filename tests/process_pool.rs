@@ -6,7 +6,7 @@
 
 use std::collections::HashSet;
 use std::os::unix::net::UnixDatagram;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use concurrent_futures::{
@@ -15,7 +15,8 @@ use concurrent_futures::{
 };
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-const LIMIT: Duration = Duration::from_secs(30);
+mod process_util;
+use process_util::{Gates, LIMIT, gate};
 
 // ---- tasks ------------------------------------------------------------------
 
@@ -114,27 +115,6 @@ fn echo_len(s: String) -> (usize, String) {
     (s.len(), s)
 }
 
-/// Announces itself to the test's control socket, then blocks until the
-/// test releases it (or 60 s pass). Returns its pid.
-#[task]
-fn gate(ctl: String) -> u32 {
-    let pid = std::process::id();
-    let dir = Path::new(&ctl).parent().unwrap().to_owned();
-    let mine = dir.join(format!("gate-{pid}-{}.sock", unique()));
-    let socket = UnixDatagram::bind(&mine).unwrap();
-    socket
-        .set_read_timeout(Some(Duration::from_secs(60)))
-        .unwrap();
-    let note = format!("{pid} {}", mine.display());
-    UnixDatagram::unbound()
-        .unwrap()
-        .send_to(note.as_bytes(), &ctl)
-        .unwrap();
-    let mut buf = [0u8; 16];
-    let _ = socket.recv(&mut buf);
-    pid
-}
-
 #[task]
 fn shout(text: String) {
     println!("{text} from {}", std::process::id());
@@ -210,69 +190,6 @@ fn unregistered(n: u64) -> u64 {
 }
 
 // ---- helpers ------------------------------------------------------------------
-
-fn unique() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    N.fetch_add(1, Ordering::Relaxed)
-}
-
-/// A control socket that gate tasks announce themselves to.
-struct Gates {
-    dir: PathBuf,
-    ctl: UnixDatagram,
-    path: String,
-}
-
-impl Gates {
-    fn new() -> Gates {
-        let dir = std::env::temp_dir().join(format!(
-            "cf-process-test-{}-{}",
-            std::process::id(),
-            unique()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("ctl.sock");
-        let ctl = UnixDatagram::bind(&path).unwrap();
-        ctl.set_read_timeout(Some(LIMIT)).unwrap();
-        Gates {
-            dir,
-            ctl,
-            path: path.display().to_string(),
-        }
-    }
-
-    /// Waits (bounded) for the next gate task to start: (pid, its socket).
-    fn started(&self) -> (u32, String) {
-        let mut buf = [0u8; 512];
-        let n = self
-            .ctl
-            .recv(&mut buf)
-            .expect("a gate task should have started");
-        let note = std::str::from_utf8(&buf[..n]).unwrap();
-        let (pid, path) = note.split_once(' ').unwrap();
-        (pid.parse().unwrap(), path.to_owned())
-    }
-
-    /// True if another gate task starts within `d` (a bounded check).
-    fn another_starts_within(&self, d: Duration) -> bool {
-        self.ctl.set_read_timeout(Some(d)).unwrap();
-        let mut buf = [0u8; 512];
-        let got = self.ctl.recv(&mut buf).is_ok();
-        self.ctl.set_read_timeout(Some(LIMIT)).unwrap();
-        got
-    }
-
-    fn release(&self, gate: &str) {
-        let _ = UnixDatagram::unbound().unwrap().send_to(b"go", gate);
-    }
-}
-
-impl Drop for Gates {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 fn get<T: Clone>(f: &Future<T>) -> Result<T, Error> {
     f.result_timeout(LIMIT).cloned()

@@ -277,9 +277,14 @@ impl Shared {
             }
         }
         for job in requeue.into_iter().rev() {
-            // Back to an ordinary pending job, unless cancelled meanwhile.
-            if job.sink.clear_gate() {
-                st.queue.push_front(job);
+            // Back to an ordinary pending job, unless cancelled meanwhile;
+            // a broken pool runs nothing more.
+            if !job.sink.clear_gate() {
+                continue;
+            }
+            match &st.broken {
+                Some(reason) => failures.push((job.sink, Error::BrokenPool(reason.clone()))),
+                None => st.queue.push_front(job),
             }
         }
         let cancelled: Vec<Job> = if st.kill_signal.is_some() {
@@ -375,5 +380,59 @@ pub(super) mod fault {
         {
             panic!("injected fault");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::fault;
+    use crate::{Error, ProcessPoolExecutor};
+
+    const LIMIT: Duration = Duration::from_secs(30);
+
+    #[crate::task]
+    fn triple(n: u32) -> u32 {
+        n * 3
+    }
+
+    #[crate::task]
+    fn spin_forever() {
+        loop {
+            std::hint::spin_loop();
+        }
+    }
+
+    /// Both scenarios in one test: the fault switch is process-wide.
+    #[test]
+    fn an_internal_thread_that_panics_breaks_the_pool_and_nothing_hangs() {
+        // A supervisor panics while handling an answer.
+        let pool = ProcessPoolExecutor::new(1).unwrap();
+        assert_eq!(pool.submit(triple, 1).unwrap().into_result(), Ok(3));
+        fault::arm(fault::SUPERVISOR);
+        let hit = pool.submit(triple, 2).unwrap();
+        match hit.result_timeout(LIMIT) {
+            Err(Error::BrokenPool(reason)) => assert!(reason.contains("supervisor"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(pool.submit(triple, 3), Err(Error::BrokenPool(_))));
+        drop(pool); // returns
+
+        // The timer panics while a task runs past nothing: the pool breaks,
+        // the running task fails instead of running unwatched.
+        let pool = ProcessPoolExecutor::builder()
+            .max_workers(1)
+            .timeout(Duration::from_secs(3600))
+            .build()
+            .unwrap();
+        assert_eq!(pool.submit(triple, 1).unwrap().into_result(), Ok(3));
+        fault::arm(fault::TIMER);
+        let stuck = pool.submit(spin_forever, ()).unwrap();
+        match stuck.result_timeout(LIMIT) {
+            Err(Error::BrokenPool(reason)) => assert!(reason.contains("timer"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+        drop(pool); // returns
     }
 }
