@@ -663,3 +663,93 @@ pub(crate) fn run_callback(callback: Callback) {
         );
     }
 }
+
+/// Loom models of the start gate: the races between a pool cancelling a
+/// task it sent ahead and the worker starting it. Run with
+/// `RUSTFLAGS="--cfg loom" cargo test --release --lib loom_gate`.
+#[cfg(all(test, loom))]
+mod loom_gate {
+    use super::*;
+    use loom::sync::atomic::AtomicU64;
+
+    const SENT: u64 = 0;
+    const STARTED: u64 = 1;
+    const CANCELLED: u64 = 2;
+
+    /// A ticket as the worker's board holds it.
+    struct Ticket(Arc<AtomicU64>);
+
+    impl StartGate for Ticket {
+        fn try_cancel(&self) -> bool {
+            match self
+                .0
+                .compare_exchange(SENT, CANCELLED, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => true,
+                Err(now) => now == CANCELLED,
+            }
+        }
+        fn started(&self) -> bool {
+            self.0.load(Ordering::Acquire) == STARTED
+        }
+    }
+
+    fn start(ticket: &AtomicU64) -> bool {
+        ticket
+            .compare_exchange(SENT, STARTED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    fn model(f: impl Fn() + Sync + Send + 'static) {
+        let mut builder = loom::model::Builder::new();
+        if builder.preemption_bound.is_none() {
+            builder.preemption_bound = Some(3);
+        }
+        builder.check(f);
+    }
+
+    #[test]
+    fn exactly_one_of_cancel_and_the_worker_start_wins() {
+        model(|| {
+            let header = Arc::new(Header::new());
+            let ticket = Arc::new(AtomicU64::new(SENT));
+            assert!(header.set_gate(Box::new(Ticket(Arc::clone(&ticket)))));
+            let worker = {
+                let ticket = Arc::clone(&ticket);
+                loom::thread::spawn(move || start(&ticket))
+            };
+            let cancelled = header.cancel();
+            let started = worker.join().unwrap();
+            assert!(cancelled != started, "exactly one wins");
+            if cancelled {
+                assert_eq!(header.state(), super::CANCELLED);
+            } else {
+                assert_eq!(header.observed_state(), RUNNING);
+                assert!(!header.cancel(), "a started task stays uncancellable");
+            }
+        });
+    }
+
+    #[test]
+    fn a_cancel_racing_the_gating_is_never_lost() {
+        model(|| {
+            let header = Arc::new(Header::new());
+            let ticket = Arc::new(AtomicU64::new(SENT));
+            let pool = {
+                let (header, ticket) = (Arc::clone(&header), Arc::clone(&ticket));
+                loom::thread::spawn(move || header.set_gate(Box::new(Ticket(ticket))))
+            };
+            let cancelled = header.cancel();
+            let gated = pool.join().unwrap();
+            // The job is sent only if gated; a sent job must then be skipped
+            // by the worker if the future says cancelled.
+            if gated && cancelled {
+                assert!(!start(&ticket), "a cancelled job was started");
+            }
+            if !gated {
+                assert!(cancelled, "an ungated job is withheld only once cancelled");
+            }
+            assert!(cancelled, "nothing had started: cancel wins either way");
+        });
+    }
+}
