@@ -17,6 +17,10 @@
 //!   [`PROTOCOL_VERSION`] and pid; the pool refuses any other version.
 //! * Tasks are named by their stable registry name plus a fingerprint of
 //!   their types, never by address.
+//! * A user's `Serialize` or `Deserialize` that fails with
+//!   `Error::custom(message)` is reported with that message (postcard keeps
+//!   only a generic text; `wire/capture.rs` recovers it, only after a
+//!   failure).
 
 use std::io::{self, Read, Write};
 
@@ -25,6 +29,8 @@ use serde::{Deserialize, Serialize};
 pub use serde_bytes::ByteBuf;
 
 use crate::Error;
+
+mod capture;
 
 /// The version of this protocol, sent by the worker in its first message.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -206,14 +212,29 @@ impl postcard::ser_flavors::Flavor for Append<'_> {
     }
 }
 
-/// Serializes `value` at the end of `out`; on failure `out` is unchanged.
-pub(crate) fn append<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> postcard::Result<()> {
+/// Serializes `value` at the end of `out`; on failure `out` is unchanged
+/// and the error says why, in the value's own words if it gave any.
+pub(crate) fn append<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<(), String> {
     let start = out.len();
-    let result = postcard::serialize_with_flavor(value, Append(out));
-    if result.is_err() {
-        out.truncate(start);
+    match postcard::serialize_with_flavor(value, Append(out)) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            out.truncate(start);
+            Err(serialize_error(value, e))
+        }
     }
-    result
+}
+
+/// Why `value` failed to serialize. Cold and out of line, so that the
+/// second run stays off the hot path and out of its inlining budget.
+#[cold]
+#[inline(never)]
+fn serialize_error<T: Serialize + ?Sized>(value: &T, e: postcard::Error) -> String {
+    match e {
+        postcard::Error::SerdeSerCustom => capture::serialize(value),
+        _ => None,
+    }
+    .unwrap_or_else(|| e.to_string())
 }
 
 /// Appends one record to `out`: a 4-byte little-endian length, then what
@@ -260,14 +281,25 @@ pub fn records(bytes: &[u8]) -> impl Iterator<Item = Result<&[u8], Error>> {
     })
 }
 
-/// Decodes a whole postcard body; trailing bytes are an error.
-pub(crate) fn from_bytes<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, postcard::Error> {
-    let (value, rest) = postcard::take_from_bytes(bytes)?;
-    if rest.is_empty() {
-        Ok(value)
-    } else {
-        Err(postcard::Error::DeserializeBadEncoding)
+/// Decodes a whole postcard body; trailing bytes are an error. The error
+/// says why, in the words of the type's `Deserialize` if it gave any.
+pub(crate) fn from_bytes<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, String> {
+    match postcard::take_from_bytes(bytes) {
+        Ok((value, [])) => Ok(value),
+        Ok(_) => Err(postcard::Error::DeserializeBadEncoding.to_string()),
+        Err(e) => Err(deserialize_error::<T>(bytes, e)),
     }
+}
+
+/// Why `bytes` failed to decode as a `T`; cold, like [`serialize_error`].
+#[cold]
+#[inline(never)]
+fn deserialize_error<'a, T: Deserialize<'a>>(bytes: &'a [u8], e: postcard::Error) -> String {
+    match e {
+        postcard::Error::SerdeDeCustom => capture::deserialize::<T>(bytes),
+        _ => None,
+    }
+    .unwrap_or_else(|| e.to_string())
 }
 
 /// Appends one frame holding `message` to `out`.

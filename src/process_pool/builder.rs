@@ -133,7 +133,8 @@ impl ProcessPoolBuilder {
     {
         let _ = task;
         let init = TaskRef::of::<F, A, M>().and_then(|task| {
-            let bytes = postcard::to_allocvec(&args).map_err(|e| {
+            let mut bytes = Vec::new();
+            wire::append(&args, &mut bytes).map_err(|e| {
                 Error::Serialization(format!("initializer arguments failed to serialize: {e}"))
             })?;
             Ok(Initializer {
