@@ -212,24 +212,24 @@ impl postcard::ser_flavors::Flavor for Append<'_> {
     }
 }
 
-/// Serializes `value` at the end of `out`; on failure `out` is unchanged
-/// and the error says why, in the value's own words if it gave any.
-pub(crate) fn append<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<(), String> {
+/// Serializes `value` at the end of `out`; on failure `out` is unchanged.
+/// [`explain_ser`] says why in the value's own words, if it gave any.
+pub(crate) fn append<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> postcard::Result<()> {
     let start = out.len();
-    match postcard::serialize_with_flavor(value, Append(out)) {
-        Ok(()) => Ok(()),
-        Err(e) => {
-            out.truncate(start);
-            Err(serialize_error(value, e))
-        }
+    let result = postcard::serialize_with_flavor(value, Append(out));
+    if result.is_err() {
+        out.truncate(start);
     }
+    result
 }
 
-/// Why `value` failed to serialize. Cold and out of line, so that the
-/// second run stays off the hot path and out of its inlining budget.
+/// Why [`append`] failed for `value`: the message of the value's own
+/// `custom` error if it gave one, postcard's text otherwise. Cold and out
+/// of line, so that the second run stays off the hot path; only the error's
+/// message needs `value`, so the fast path keeps postcard's one-byte error.
 #[cold]
 #[inline(never)]
-fn serialize_error<T: Serialize + ?Sized>(value: &T, e: postcard::Error) -> String {
+pub(crate) fn explain_ser<T: Serialize + ?Sized>(value: &T, e: postcard::Error) -> String {
     match e {
         postcard::Error::SerdeSerCustom => capture::serialize(value),
         _ => None,
@@ -281,20 +281,24 @@ pub fn records(bytes: &[u8]) -> impl Iterator<Item = Result<&[u8], Error>> {
     })
 }
 
-/// Decodes a whole postcard body; trailing bytes are an error. The error
-/// says why, in the words of the type's `Deserialize` if it gave any.
-pub(crate) fn from_bytes<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, String> {
-    match postcard::take_from_bytes(bytes) {
-        Ok((value, [])) => Ok(value),
-        Ok(_) => Err(postcard::Error::DeserializeBadEncoding.to_string()),
-        Err(e) => Err(deserialize_error::<T>(bytes, e)),
+/// Decodes a whole postcard body; trailing bytes are an error.
+/// [`explain_de`] says why in the words of the type's `Deserialize`, if it
+/// gave any.
+pub(crate) fn from_bytes<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, postcard::Error> {
+    let (value, rest) = postcard::take_from_bytes(bytes)?;
+    if rest.is_empty() {
+        Ok(value)
+    } else {
+        Err(postcard::Error::DeserializeBadEncoding)
     }
 }
 
-/// Why `bytes` failed to decode as a `T`; cold, like [`serialize_error`].
+/// Why [`from_bytes`] failed to decode `bytes` as a `T`; cold, like
+/// [`explain_ser`]. It may run the type's `Deserialize` again, so call it
+/// where a panic of that code is caught.
 #[cold]
 #[inline(never)]
-fn deserialize_error<'a, T: Deserialize<'a>>(bytes: &'a [u8], e: postcard::Error) -> String {
+pub(crate) fn explain_de<'a, T: Deserialize<'a>>(bytes: &'a [u8], e: postcard::Error) -> String {
     match e {
         postcard::Error::SerdeDeCustom => capture::deserialize::<T>(bytes),
         _ => None,

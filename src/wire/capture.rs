@@ -591,7 +591,16 @@ mod tests {
     use serde::{Deserializer, Serializer};
 
     use super::*;
-    use crate::wire::{append, from_bytes};
+    use crate::wire::{append, explain_de, explain_ser, from_bytes};
+
+    /// What the pool does: postcard, then the explanation on failure.
+    fn encode<T: Serialize>(value: &T, out: &mut Vec<u8>) -> Result<(), String> {
+        append(value, out).map_err(|e| explain_ser(value, e))
+    }
+
+    fn decode<'de, T: Deserialize<'de>>(bytes: &'de [u8]) -> Result<T, String> {
+        from_bytes(bytes).map_err(|e| explain_de::<T>(bytes, e))
+    }
 
     /// A number that refuses to be 13, both ways, by a `custom` error of the
     /// (de)serializer it is given.
@@ -684,13 +693,13 @@ mod tests {
         for place in PLACES {
             let value = nested(Unlucky, place);
             let mut out = vec![7];
-            let e = append(&value, &mut out).unwrap_err();
+            let e = encode(&value, &mut out).unwrap_err();
             assert_eq!(e, "13 is unlucky", "at {place}");
             assert_eq!(out, [7], "left unchanged");
         }
         let mut out = Vec::new();
         append(&nested(Unlucky, "none"), &mut out).unwrap();
-        assert_eq!(from_bytes(&out), Ok(nested(Unlucky, "none")));
+        assert_eq!(decode(&out), Ok(nested(Unlucky, "none")));
     }
 
     #[test]
@@ -698,9 +707,9 @@ mod tests {
         for place in PLACES {
             let mut bytes = Vec::new();
             append(&nested(|n| n, place), &mut bytes).unwrap();
-            let e = from_bytes::<Nested<Unlucky>>(&bytes).unwrap_err();
+            let e = decode::<Nested<Unlucky>>(&bytes).unwrap_err();
             assert_eq!(e, "13 is unlucky", "at {place}");
-            let e = from_bytes::<Nested<Picky>>(&bytes).unwrap_err();
+            let e = decode::<Nested<Picky>>(&bytes).unwrap_err();
             assert_eq!(e, "13 is picky", "at {place}");
             assert_eq!(
                 deserialize::<Nested<Picky>>(&bytes).as_deref(),
@@ -712,7 +721,7 @@ mod tests {
     #[test]
     fn serde_derive_messages_come_through_too() {
         // A variant index past the end: serde's derive says so.
-        let e = from_bytes::<Shape<u8>>(&[9]).unwrap_err();
+        let e = decode::<Shape<u8>>(&[9]).unwrap_err();
         assert!(e.contains("variant index"), "{e}");
     }
 
@@ -721,7 +730,7 @@ mod tests {
         // Cut short: not a custom error, no second run.
         let mut bytes = Vec::new();
         append(&nested(|n| n, "none"), &mut bytes).unwrap();
-        let e = from_bytes::<Nested<Unlucky>>(&bytes[..bytes.len() - 1]).unwrap_err();
+        let e = decode::<Nested<Unlucky>>(&bytes[..bytes.len() - 1]).unwrap_err();
         assert_eq!(e, postcard::Error::DeserializeUnexpectedEnd.to_string());
         // Postcard's own refusal (a sequence of unknown length).
         struct Unsized;
@@ -730,7 +739,7 @@ mod tests {
                 s.collect_seq((0..3).filter(|_| true))
             }
         }
-        let e = append(&Unsized, &mut Vec::new()).unwrap_err();
+        let e = encode(&Unsized, &mut Vec::new()).unwrap_err();
         assert_eq!(e, postcard::Error::SerializeSeqLengthUnknown.to_string());
         assert_eq!(serialize(&Unsized), None);
     }
