@@ -114,12 +114,14 @@ where
     F: FnOnce(A) -> R,
 {
     let args: A = crate::wire::from_bytes(bytes).map_err(|e| {
+        let e = crate::wire::explain_de::<A>(bytes, e);
         RemoteError::Serialization(format!(
             "arguments failed to deserialize in the worker: {e}"
         ))
     })?;
     let result = f(args);
     crate::wire::append(&result, out).map_err(|e| {
+        let e = crate::wire::explain_ser(&result, e);
         RemoteError::Serialization(format!("result failed to serialize in the worker: {e}"))
     })
 }

@@ -17,6 +17,10 @@
 //!   [`PROTOCOL_VERSION`] and pid; the pool refuses any other version.
 //! * Tasks are named by their stable registry name plus a fingerprint of
 //!   their types, never by address.
+//! * A user's `Serialize` or `Deserialize` that fails with
+//!   `Error::custom(message)` is reported with that message (postcard keeps
+//!   only a generic text; `wire/capture.rs` recovers it, only after a
+//!   failure).
 
 use std::io::{self, Read, Write};
 
@@ -25,6 +29,8 @@ use serde::{Deserialize, Serialize};
 pub use serde_bytes::ByteBuf;
 
 use crate::Error;
+
+mod capture;
 
 /// The version of this protocol, sent by the worker in its first message.
 pub const PROTOCOL_VERSION: u32 = 2;
@@ -219,6 +225,7 @@ impl postcard::ser_flavors::Flavor for Append<'_> {
 }
 
 /// Serializes `value` at the end of `out`; on failure `out` is unchanged.
+/// [`explain_ser`] says why in the value's own words, if it gave any.
 pub(crate) fn append<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> postcard::Result<()> {
     let start = out.len();
     let result = postcard::serialize_with_flavor(value, Append(out));
@@ -226,6 +233,20 @@ pub(crate) fn append<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> pos
         out.truncate(start);
     }
     result
+}
+
+/// Why [`append`] failed for `value`: the message of the value's own
+/// `custom` error if it gave one, postcard's text otherwise. Cold and out
+/// of line, so that the second run stays off the hot path; only the error's
+/// message needs `value`, so the fast path keeps postcard's one-byte error.
+#[cold]
+#[inline(never)]
+pub(crate) fn explain_ser<T: Serialize + ?Sized>(value: &T, e: postcard::Error) -> String {
+    match e {
+        postcard::Error::SerdeSerCustom => capture::serialize(value),
+        _ => None,
+    }
+    .unwrap_or_else(|| e.to_string())
 }
 
 /// Appends one record to `out`: a 4-byte little-endian length, then what
@@ -273,6 +294,8 @@ pub fn records(bytes: &[u8]) -> impl Iterator<Item = Result<&[u8], Error>> {
 }
 
 /// Decodes a whole postcard body; trailing bytes are an error.
+/// [`explain_de`] says why in the words of the type's `Deserialize`, if it
+/// gave any.
 pub(crate) fn from_bytes<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, postcard::Error> {
     let (value, rest) = postcard::take_from_bytes(bytes)?;
     if rest.is_empty() {
@@ -280,6 +303,19 @@ pub(crate) fn from_bytes<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, p
     } else {
         Err(postcard::Error::DeserializeBadEncoding)
     }
+}
+
+/// Why [`from_bytes`] failed to decode `bytes` as a `T`; cold, like
+/// [`explain_ser`]. It may run the type's `Deserialize` again, so call it
+/// where a panic of that code is caught.
+#[cold]
+#[inline(never)]
+pub(crate) fn explain_de<'a, T: Deserialize<'a>>(bytes: &'a [u8], e: postcard::Error) -> String {
+    match e {
+        postcard::Error::SerdeDeCustom => capture::deserialize::<T>(bytes),
+        _ => None,
+    }
+    .unwrap_or_else(|| e.to_string())
 }
 
 /// Appends one frame holding `message` to `out`.

@@ -1,8 +1,10 @@
 //! The worker side: how a process becomes a worker, and its loop.
 //!
-//! A pool starts a worker by re-executing the current program
-//! ([`std::env::current_exe`]) with the environment variable
-//! [`WORKER_ENV`] naming the file descriptor of its connection to the pool.
+//! A pool starts a worker by re-executing the current program (on Linux the
+//! very file the parent runs, `/proc/self/exe`, even if it was rebuilt or
+//! deleted since; elsewhere [`std::env::current_exe`]) with the environment
+//! variable [`WORKER_ENV`] naming the file descriptors of its connection to
+//! the pool and of the ticket board it shares with the pool.
 //!
 //! **No set-up line is needed** on Linux, Android, the BSDs and macOS: the
 //! library puts a static constructor in the program (an `.init_array` /

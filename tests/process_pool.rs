@@ -700,6 +700,96 @@ fn max_tasks_per_child_replaces_the_worker() {
     assert!(!alive(pids[0]), "the retired worker is reaped");
 }
 
+/// Tells a copy of this test binary to play the rebuilt-binary scenario on
+/// itself; the value is the copy's path.
+const REBUILT_ENV: &str = "CF_TEST_REBUILT_BINARY";
+
+/// The worker's pid, the inode of the file it runs and its `argv[0]`.
+#[task]
+fn whoami() -> (u32, u64, String) {
+    use std::os::unix::fs::MetadataExt;
+    let exe = std::fs::metadata("/proc/self/exe").unwrap();
+    let arg0 = std::env::args().next().unwrap_or_default();
+    (std::process::id(), exe.ino(), arg0)
+}
+
+/// Replacing the program's file on disk (what `cargo build` does) while a
+/// pool runs: later workers still start, from the parent's own build.
+///
+/// The scenario deletes its own executable, so it runs in a copy of this
+/// test binary, started with a filter that selects only this test and
+/// [`REBUILT_ENV`] set; the copy reports through its exit status and
+/// libtest's summary.
+#[test]
+fn replacing_the_executable_does_not_break_the_pool() {
+    if let Some(exe) = std::env::var_os(REBUILT_ENV) {
+        return rebuilt_binary_scenario(Path::new(&exe));
+    }
+    let name = "replacing_the_executable_does_not_break_the_pool";
+    // Only for its temporary directory, removed on drop.
+    let scratch = Gates::new();
+    let copy = scratch.dir.join("copy-of-the-test-binary");
+    std::fs::copy(std::env::current_exe().unwrap(), &copy).unwrap();
+    let child = std::process::Command::new(&copy)
+        .args(["--exact", name, "--nocapture", "--test-threads=1"])
+        .env(REBUILT_ENV, &copy)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(child.wait_with_output()));
+    let output = match rx.recv_timeout(LIMIT * 2) {
+        Ok(output) => output.unwrap(),
+        Err(_) => {
+            // SAFETY: `kill` has no memory effects; the child is not reaped
+            // yet (its waiter has not returned), so the pid is still its.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            panic!("the scenario did not finish within {:?}", LIMIT * 2);
+        }
+    };
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "scenario failed: {}\n{stdout}\n{stderr}",
+        output.status
+    );
+    // The filter selected this test, and the scenario ran (not zero tests).
+    assert!(stdout.contains("test result: ok. 1 passed"), "{stdout}");
+    assert!(
+        stdout.contains("scenario: 3 workers after the rebuild"),
+        "{stdout}"
+    );
+}
+
+fn rebuilt_binary_scenario(exe: &Path) {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let own = std::fs::metadata("/proc/self/exe").unwrap().ino();
+    let pool = ProcessPoolExecutor::builder()
+        .max_workers(1)
+        .max_tasks_per_child(1)
+        .build()
+        .unwrap();
+    let (first, ino, _) = get(&pool.submit(whoami, ()).unwrap()).unwrap();
+    assert_eq!(ino, own);
+    // What a rebuild does: a new file at the old path. This one is not even
+    // a worker, so a worker started from the path could not answer.
+    std::fs::remove_file(exe).unwrap();
+    std::fs::write(exe, "#!/bin/sh\nexit 3\n").unwrap();
+    std::fs::set_permissions(exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut pids = HashSet::from([first]);
+    for _ in 0..3 {
+        let (pid, ino, arg0) = get(&pool.submit(whoami, ()).unwrap()).unwrap();
+        assert!(pids.insert(pid), "each task has a new worker");
+        assert_eq!(ino, own, "the worker runs the parent's build");
+        assert_eq!(Path::new(&arg0), exe, "argv[0] is the program's path");
+    }
+    println!("scenario: 3 workers after the rebuild");
+}
+
 #[test]
 fn saturation_never_exceeds_max_workers() {
     let gates = Gates::new();

@@ -39,7 +39,10 @@ where
 fn check_init<R: InitializerOutput>(bytes: &[u8]) -> Result<(), String> {
     match wire::from_bytes::<R>(bytes) {
         Ok(r) => r.into_init_result(),
-        Err(e) => Err(format!("its result failed to deserialize: {e}")),
+        Err(e) => Err(format!(
+            "its result failed to deserialize: {}",
+            wire::explain_de::<R>(bytes, e)
+        )),
     }
 }
 
@@ -133,7 +136,9 @@ impl ProcessPoolBuilder {
     {
         let _ = task;
         let init = TaskRef::of::<F, A, M>().and_then(|task| {
-            let bytes = postcard::to_allocvec(&args).map_err(|e| {
+            let mut bytes = Vec::new();
+            wire::append(&args, &mut bytes).map_err(|e| {
+                let e = wire::explain_ser(&args, e);
                 Error::Serialization(format!("initializer arguments failed to serialize: {e}"))
             })?;
             Ok(Initializer {

@@ -144,7 +144,8 @@ fn decode<R: DeserializeOwned>(record: Result<&[u8], Error>) -> Result<R, Error>
         _ => return Err(Error::Protocol("malformed result record".into())),
     };
     // A user's `Deserialize` may panic; it must not take the pool down.
-    match catch_unwind(AssertUnwindSafe(|| wire::from_bytes::<R>(value))) {
+    let decode = || wire::from_bytes::<R>(value).map_err(|e| wire::explain_de::<R>(value, e));
+    match catch_unwind(AssertUnwindSafe(decode)) {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(e)) => Err(Error::Serialization(format!(
             "result failed to deserialize in the parent: {e}"

@@ -269,8 +269,10 @@ impl ProcessPoolExecutor {
 /// Appends the encoded `args` to `items` as one record.
 fn encode_into<A: Serialize>(args: &A, items: &mut Vec<u8>) -> Result<(), Error> {
     let start = items.len();
-    wire::append_record(items, |out| wire::append(args, out))
-        .map_err(|e| Error::Serialization(format!("arguments failed to serialize: {e}")))?;
+    wire::append_record(items, |out| wire::append(args, out)).map_err(|e| {
+        let e = wire::explain_ser(args, e);
+        Error::Serialization(format!("arguments failed to serialize: {e}"))
+    })?;
     let len = items.len() - start;
     if len > MAX_FRAME - 4096 {
         items.truncate(start);

@@ -6,6 +6,10 @@
 //! Guarantees:
 //! * the worker inherits exactly one descriptor from the pool, its end of the
 //!   socket, named in [`WORKER_ENV`]; its stdin is null;
+//! * on Linux every worker runs the very file the parent runs, even after
+//!   that file was deleted or replaced on disk (a rebuild): it is executed
+//!   through `/proc/self/exe`, so a pool neither breaks nor mixes two builds;
+//!   its `argv[0]` is still the program's path;
 //! * on Linux the worker dies with the thread that started it (its
 //!   supervisor) or with the whole parent, so no worker outlives its pool;
 //! * a worker that does not send its handshake within [`START_TIMEOUT`] is
@@ -25,7 +29,9 @@ use std::io::{self, BufReader, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -56,13 +62,13 @@ pub(super) struct Process {
 /// Call it on the thread that supervises the worker: on Linux the worker is
 /// killed when that thread ends.
 pub(super) fn spawn(board: RawFd) -> Result<(Process, UnixStream), String> {
-    let exe =
-        std::env::current_exe().map_err(|e| format!("cannot find the current executable: {e}"))?;
+    let program = program()?;
     let (ours, theirs) =
         UnixStream::pair().map_err(|e| format!("cannot create a socket pair: {e}"))?;
     let fd = theirs.as_raw_fd();
-    let mut command = Command::new(&exe);
+    let mut command = Command::new(&program.exec);
     command
+        .arg0(&program.name)
         .env(WORKER_ENV, format!("{fd}:{board}"))
         .stdin(Stdio::null());
     // SAFETY: the closure runs in the child between fork and exec; it
@@ -83,7 +89,7 @@ pub(super) fn spawn(board: RawFd) -> Result<(Process, UnixStream), String> {
     }
     let child = command
         .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", exe.display()))?;
+        .map_err(|e| format!("cannot start {}: {e}", program.name.display()))?;
     // The child has its own copy now; keeping ours would hold the worker's
     // end open, so that its death would never show as end of stream.
     drop(theirs);
@@ -247,6 +253,46 @@ impl Read for Connection {
             }
         }
     }
+}
+
+/// How workers are started: the file to execute and the `argv[0]` to give
+/// them.
+struct Program {
+    exec: PathBuf,
+    name: PathBuf,
+}
+
+/// This program, looked up once per process.
+///
+/// `current_exe` names a path, and a rebuild replaces the file at that path
+/// (the kernel then reports the old one as `... (deleted)`): starting workers
+/// from it would fail, or start a different build. `/proc/self/exe` names
+/// the running file itself, whatever happened to its path; in the forked
+/// child it is still the parent's file, since `fork` keeps it and the path is
+/// resolved by `execve` before anything else changes.
+fn program() -> Result<&'static Program, String> {
+    static PROGRAM: OnceLock<Result<Program, String>> = OnceLock::new();
+    PROGRAM
+        .get_or_init(|| {
+            let exe = std::env::current_exe()
+                .map_err(|e| format!("cannot find the current executable: {e}"))?;
+            // Looked up after a rebuild already happened: keep the name sane.
+            let name = match exe.to_str().and_then(|s| s.strip_suffix(" (deleted)")) {
+                Some(stripped) => PathBuf::from(stripped),
+                None => exe.clone(),
+            };
+            let own = Path::new("/proc/self/exe");
+            let exec = if cfg!(any(target_os = "linux", target_os = "android"))
+                && own.metadata().is_ok()
+            {
+                own.to_path_buf()
+            } else {
+                exe
+            };
+            Ok(Program { exec, name })
+        })
+        .as_ref()
+        .map_err(Clone::clone)
 }
 
 /// Waits for the worker's handshake and runs the initializer, if any.

@@ -40,7 +40,7 @@ pub fn unique() -> u64 {
 
 /// A control socket that gate tasks announce themselves to.
 pub struct Gates {
-    dir: PathBuf,
+    pub dir: PathBuf,
     ctl: UnixDatagram,
     pub path: String,
 }
