@@ -145,8 +145,11 @@ fn settle<T: Clone>(f: &Future<T>) -> Result<T, Error> {
 }
 
 /// One worker, warmed up so that the pool batches (the job time is known
-/// and short), then a held `gate` task and `n` recorded tasks behind it.
-/// Returns the pool, the gate's future, the gate's socket and the futures.
+/// and short). Then, all submitted at once: a first task that ends as soon
+/// as everything is queued, a held `gate` task, and `n` recorded tasks.
+/// When the first ends, the pool sends the gate and what follows ahead, in
+/// one batch. Returns the pool, the gate's future, the gate's socket and
+/// the recorded tasks' futures.
 fn held_worker_with_queue(
     gates: &Gates,
     log: &Log,
@@ -156,10 +159,14 @@ fn held_worker_with_queue(
     for i in 0..20 {
         assert_eq!(pool.submit(square, i).unwrap().into_result(), Ok(i * i));
     }
+    let first = pool.submit(gate, gates.path.clone()).unwrap();
     let held = pool.submit(gate, gates.path.clone()).unwrap();
     let queued: Vec<_> = (0..n)
         .map(|i| pool.submit(record, (log.path(), i)).unwrap())
         .collect();
+    let (_, first_socket) = gates.started();
+    gates.release(&first_socket);
+    assert!(settle(&first).is_ok());
     let (_, gate_socket) = gates.started();
     (pool, held, gate_socket, queued)
 }
@@ -300,19 +307,27 @@ fn a_sigkill_inside_a_batch_reruns_no_finished_task() {
 
 #[test]
 fn the_largest_timeouts_work() {
-    let pool = ProcessPoolExecutor::builder()
-        .max_workers(1)
-        .timeout(Duration::MAX)
-        .build()
-        .unwrap();
-    let f = pool.submit(square, 7).unwrap();
-    assert_eq!(f.result_timeout(Duration::MAX), Ok(&49));
-    let squares: Vec<_> = pool
-        .map_with(square, 0..5, MapOptions::new().timeout(Duration::MAX))
-        .unwrap()
-        .collect();
+    // Everything runs on a helper thread, so that a hang fails the test.
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let pool = ProcessPoolExecutor::builder()
+            .max_workers(1)
+            .timeout(Duration::MAX)
+            .build()
+            .unwrap();
+        let one = pool.submit(square, 7).unwrap().into_result();
+        let squares: Vec<_> = pool
+            .map_with(square, 0..5, MapOptions::new().timeout(Duration::MAX))
+            .unwrap()
+            .collect();
+        drop(pool); // returns: the supervisor is alive
+        tx.send((one, squares)).unwrap();
+    });
+    let (one, squares) = rx
+        .recv_timeout(LIMIT)
+        .expect("a pool with a Duration::MAX timeout hung");
+    assert_eq!(one, Ok(49));
     assert_eq!(squares, [Ok(0), Ok(1), Ok(4), Ok(9), Ok(16)]);
-    drop(pool); // returns: the supervisor is alive
     assert!(
         ProcessPoolExecutor::builder()
             .timeout(Duration::ZERO)
