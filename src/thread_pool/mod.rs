@@ -84,7 +84,8 @@ impl ThreadPoolExecutor {
     /// Schedules `task` and returns the future of its result.
     ///
     /// Fails with [`Error::ShutDown`] after [`shutdown`](Self::shutdown) and
-    /// with [`Error::BrokenPool`] once an initializer has failed. A panic in
+    /// with [`Error::BrokenPool`] once an initializer has failed (a broken
+    /// pool says so even after `shutdown`, as in Python). A panic in
     /// `task` fails its future with [`Error::Panicked`]; the worker survives.
     pub fn submit<F, T>(&self, task: F) -> Result<Future<T>, Error>
     where

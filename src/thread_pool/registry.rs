@@ -79,7 +79,12 @@ impl Registry {
     pub(crate) fn push(self: &std::sync::Arc<Self>, job: JobRef) -> Result<(), (Error, JobRef)> {
         if self.gate.fetch_add(1, Ordering::SeqCst) & CLOSED != 0 {
             self.gate.fetch_sub(1, Ordering::SeqCst);
-            return Err((Error::ShutDown, job));
+            // Python's order, and the process pool's: broken before shut down.
+            let error = match self.is_broken() {
+                true => self.broken_error(),
+                false => Error::ShutDown,
+            };
+            return Err((error, job));
         }
         if self.is_broken() {
             self.gate.fetch_sub(1, Ordering::SeqCst);
