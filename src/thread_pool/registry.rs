@@ -33,6 +33,8 @@ pub(crate) struct Registry {
     idle: AtomicUsize,
     started: AtomicUsize,
     max_workers: usize,
+    /// CPUs this process may run on, read once.
+    cpus: usize,
     thread_name_prefix: String,
     pub(crate) initializer: Option<Initializer>,
     handles: Mutex<Vec<JoinHandle<()>>>,
@@ -82,6 +84,7 @@ impl Registry {
             idle: AtomicUsize::new(0),
             started: AtomicUsize::new(0),
             max_workers,
+            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
             thread_name_prefix,
             initializer,
             handles: Mutex::new(Vec::new()),
@@ -222,6 +225,13 @@ impl Registry {
                 Start::Failed { reason, others }
             }
         }
+    }
+
+    /// Whether this pool's awake workers, plus one submitter, outnumber the
+    /// CPUs (see the `sleep` module).
+    pub(crate) fn crowded(&self) -> bool {
+        let started = self.started.load(Ordering::Relaxed);
+        started.saturating_sub(self.sleep.sleepers()) + 1 > self.cpus
     }
 
     pub(crate) fn threads_started(&self) -> usize {

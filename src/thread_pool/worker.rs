@@ -20,7 +20,10 @@ pub(crate) fn main_loop(registry: &Registry) {
             job.run(&on_ran);
             continue;
         }
-        if let Some(job) = registry.sleep.search(|| registry.queue.pop()) {
+        if let Some(job) = registry
+            .sleep
+            .search(|| registry.queue.pop(), registry.crowded())
+        {
             // Work arrives in bursts: if more is queued and nobody else is
             // looking, bring another worker in before running this one.
             if !registry.queue.is_empty() {
