@@ -56,15 +56,23 @@ const POLLS_PER_CLOCK: u32 = 16;
 #[cfg(not(loom))]
 const CROWDED_ROUNDS: u32 = 64;
 
-pub(crate) struct Sleep {
+/// Searching and sleeping workers, and how to wake them.
+pub struct Sleep {
     searching: AtomicUsize,
     sleepers: AtomicUsize,
     tokens: Mutex<usize>,
     cond: Condvar,
 }
 
+impl Default for Sleep {
+    fn default() -> Self {
+        Sleep::new()
+    }
+}
+
 impl Sleep {
-    pub(crate) fn new() -> Sleep {
+    /// No worker searching or asleep.
+    pub fn new() -> Sleep {
         Sleep {
             searching: AtomicUsize::new(0),
             sleepers: AtomicUsize::new(0),
@@ -75,7 +83,7 @@ impl Sleep {
 
     /// Makes sure some worker will look at the queue. Call after publishing
     /// work.
-    pub(crate) fn wake_one(&self) {
+    pub fn wake_one(&self) {
         fence(Ordering::SeqCst);
         if self.searching.load(Ordering::SeqCst) > 0 {
             return;
@@ -85,13 +93,18 @@ impl Sleep {
             return;
         }
         let mut tokens = lock(&self.tokens);
-        *tokens = (*tokens + 1).min(sleepers);
+        // `usize::MAX` (from `wake_all`) is for good: a late `wake_one` must
+        // neither overflow it nor bring it back down, or a worker woken for
+        // shutdown would go back to sleep (found by the loom model).
+        if *tokens != usize::MAX {
+            *tokens = (*tokens + 1).min(sleepers);
+        }
         drop(tokens);
         self.cond.notify_one();
     }
 
     /// Wakes every worker for good (shutdown or broken pool).
-    pub(crate) fn wake_all(&self) {
+    pub fn wake_all(&self) {
         *lock(&self.tokens) = usize::MAX;
         self.cond.notify_all();
     }
@@ -99,11 +112,7 @@ impl Sleep {
     /// Polls `find` for a short while (see the module header; `crowded`:
     /// the pool's awake threads outnumber the CPUs). Returns what it found,
     /// or `None` when the worker should go to sleep.
-    pub(crate) fn search<J>(
-        &self,
-        mut find: impl FnMut() -> Option<J>,
-        crowded: bool,
-    ) -> Option<J> {
+    pub fn search<J>(&self, mut find: impl FnMut() -> Option<J>, crowded: bool) -> Option<J> {
         self.searching.fetch_add(1, Ordering::SeqCst);
         let found = poll_for_a_while(&mut find, crowded);
         self.searching.fetch_sub(1, Ordering::SeqCst);
@@ -111,13 +120,13 @@ impl Sleep {
     }
 
     /// Workers asleep or about to sleep (a relaxed read: an estimate).
-    pub(crate) fn sleepers(&self) -> usize {
+    pub fn sleepers(&self) -> usize {
         self.sleepers.load(Ordering::Relaxed)
     }
 
     /// Sleeps until woken, unless `has_work` (checked after announcing the
     /// sleep) says there is something to do.
-    pub(crate) fn sleep(&self, has_work: impl Fn() -> bool) {
+    pub fn sleep(&self, has_work: impl Fn() -> bool) {
         let mut tokens = lock(&self.tokens);
         self.sleepers.fetch_add(1, Ordering::SeqCst);
         fence(Ordering::SeqCst);
