@@ -1,32 +1,32 @@
 //! The state a pool shares with its workers: the queue, the sleepers, the
 //! thread count and the shutdown gate.
+//!
+//! Guarantees:
+//! - A job that `push` accepted is run, cancelled or failed: never left in
+//!   the queue with no worker to take it (a worker that cannot start fails
+//!   the submit that needed it, see `push` and `fail_stranded`).
+//! - A broken pool reports `BrokenPool`, before and after shutdown.
 
 use std::sync::OnceLock;
 use std::thread::JoinHandle;
 
 use crossbeam_queue::SegQueue;
-use crossbeam_utils::CachePadded;
 
+use super::gate::Gate;
 use super::job::JobRef;
 use super::sleep::Sleep;
 use super::worker;
 use crate::Error;
-use crate::sync::{AtomicBool, AtomicUsize, Condvar, Mutex, Ordering, fence, lock, yield_now};
+use crate::sync::{AtomicUsize, Condvar, Mutex, Ordering, fence, lock};
 
 /// Returns `Err(reason)` when a worker's initializer fails.
 pub(crate) type Initializer = Box<dyn Fn() -> Result<(), String> + Send + Sync>;
 
-/// Set in `gate` once the pool is closed to new submissions.
-const CLOSED: usize = 1 << (usize::BITS - 1);
-
 pub(crate) struct Registry {
     pub(crate) queue: SegQueue<JobRef>,
     pub(crate) sleep: Sleep,
-    /// Submitters currently inside `push`, plus the `CLOSED` bit. Shutdown
-    /// sets the bit, then waits for the count to drain: after that no job
-    /// can enter the queue. Padded: submitters write it twice per task, and
-    /// it must not share a cache line with the flags workers poll.
-    gate: CachePadded<AtomicUsize>,
+    /// Closes the pool to submissions (see the `gate` module).
+    pub(crate) gate: Gate,
     /// Workers that found the queue empty after a task and have not been
     /// claimed by a submit since (Python's `_idle_semaphore`). Only kept while
     /// the pool may still grow.
@@ -43,8 +43,6 @@ pub(crate) struct Registry {
     /// waits on `exited`, not only the first.
     live: Mutex<Workers>,
     exited: Condvar,
-    /// Whether all submissions have stopped (CLOSED and drained).
-    drained: AtomicBool,
     /// Why the pool is broken (set once, by the first failure).
     broken: OnceLock<String>,
     /// Why the last worker thread failed to start.
@@ -80,7 +78,7 @@ impl Registry {
         Registry {
             queue: SegQueue::new(),
             sleep: Sleep::new(),
-            gate: CachePadded::new(AtomicUsize::new(0)),
+            gate: Gate::new(),
             idle: AtomicUsize::new(0),
             started: AtomicUsize::new(0),
             max_workers,
@@ -90,7 +88,6 @@ impl Registry {
             handles: Mutex::new(Vec::new()),
             live: Mutex::new(Workers::default()),
             exited: Condvar::new(),
-            drained: AtomicBool::new(false),
             broken: OnceLock::new(),
             spawn_error: Mutex::new(String::new()),
         }
@@ -106,17 +103,16 @@ impl Registry {
     /// so that when no thread can be started and none runs, the job is
     /// refused instead of being queued where nobody would ever take it.
     pub(crate) fn push(self: &std::sync::Arc<Self>, job: JobRef) -> Result<(), (Error, JobRef)> {
-        if self.gate.fetch_add(1, Ordering::SeqCst) & CLOSED != 0 {
-            self.gate.fetch_sub(1, Ordering::SeqCst);
+        let Some(entered) = self.gate.enter() else {
             // Python's order, and the process pool's: broken before shut down.
             let error = match self.is_broken() {
                 true => self.broken_error(),
                 false => Error::ShutDown,
             };
             return Err((error, job));
-        }
+        };
         if self.is_broken() {
-            self.gate.fetch_sub(1, Ordering::SeqCst);
+            drop(entered);
             return Err((self.broken_error(), job));
         }
         let mut no_worker = None;
@@ -126,16 +122,16 @@ impl Registry {
             }
         }
         if let Some(reason) = no_worker {
-            self.gate.fetch_sub(1, Ordering::SeqCst);
+            drop(entered);
             // Jobs that others queued counting on a start that failed too.
             self.fail_stranded();
             return Err((spawn_failed(&reason), job));
         }
         self.queue.push(job);
         self.sleep.wake_one();
-        self.gate.fetch_sub(1, Ordering::SeqCst);
         // Failing futures runs their done callbacks, which may shut this pool
         // down: only outside the gate, or `close` would wait for us forever.
+        drop(entered);
         if self.is_broken() {
             // Broke while we pushed: fail it (and anything else) ourselves.
             self.fail_queued();
@@ -240,22 +236,8 @@ impl Registry {
 
     /// Closes the pool to submissions; returns once no submit is in flight.
     pub(crate) fn close(&self) {
-        let before = self.gate.fetch_or(CLOSED, Ordering::SeqCst);
-        if before & CLOSED == 0 {
-            while self.gate.load(Ordering::SeqCst) & !CLOSED != 0 {
-                yield_now();
-            }
-            self.drained.store(true, Ordering::SeqCst);
-        }
-        while !self.drained.load(Ordering::SeqCst) {
-            yield_now();
-        }
+        self.gate.close();
         self.sleep.wake_all();
-    }
-
-    /// True once no job can be added to the queue any more.
-    pub(crate) fn closed(&self) -> bool {
-        self.drained.load(Ordering::Acquire)
     }
 
     pub(crate) fn cancel_queued(&self) {
