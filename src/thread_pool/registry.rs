@@ -135,9 +135,10 @@ impl Registry {
         if self.is_broken() {
             // Broke while we pushed: fail it (and anything else) ourselves.
             self.fail_queued();
-        } else {
-            // We queued counting on a worker another submitter was starting;
-            // if that start failed too, nobody would take the job.
+        } else if self.started.load(Ordering::SeqCst) == 0 {
+            // We queued counting on a worker another submitter was starting,
+            // and that start failed too: nobody would take the job. (The
+            // check is after `wake_one`'s fence, as `fail_stranded` needs.)
             self.fail_stranded();
         }
         Ok(())
