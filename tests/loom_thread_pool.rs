@@ -44,6 +44,14 @@ fn model<F: Fn() + Sync + Send + 'static>(f: F) {
     builder.check(f);
 }
 
+/// [`model`] with at most `bound` preemptions (or fewer, from the
+/// environment), for a model too large to explore at the usual bound.
+fn model_bounded<F: Fn() + Sync + Send + 'static>(bound: usize, f: F) {
+    let mut builder = loom::model::Builder::new();
+    builder.preemption_bound = Some(builder.preemption_bound.map_or(bound, |b| b.min(bound)));
+    builder.check(f);
+}
+
 /// The queue's stand-in: job `id` is queued while bit `id` is set.
 #[derive(Default)]
 struct Bag(AtomicUsize);
@@ -145,8 +153,10 @@ fn submit_races_a_worker_going_to_sleep() {
 #[test]
 fn two_submits_race_two_workers() {
     // A burst: each job is taken exactly once, and neither worker sleeps
-    // through a job left in the queue.
-    model(|| {
+    // through a job left in the queue. With three threads and a shutdown,
+    // this model is the largest: at most two preemptions keep it to
+    // seconds (three take minutes).
+    model_bounded(2, || {
         let pool = Arc::new(Model::default());
         let workers: Vec<_> = (0..2)
             .map(|_| {
@@ -158,6 +168,31 @@ fn two_submits_race_two_workers() {
         assert!(pool.submit(1));
         // Shut down to end the workers (and the model) once the jobs ran.
         pool.close();
+        let mut ran: Vec<u32> = workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect();
+        ran.sort_unstable();
+        assert_eq!(ran, [0, 1]);
+    });
+}
+
+#[test]
+fn a_burst_reaches_every_worker() {
+    // Each worker takes one job and ends, so the two jobs must reach two
+    // different workers: a worker that takes one must not leave the other
+    // to itself while another worker sleeps (in the pool, the second job
+    // would wait for the first to end).
+    model(|| {
+        let pool = Arc::new(Model::default());
+        let workers: Vec<_> = (0..2)
+            .map(|_| {
+                let p = Arc::clone(&pool);
+                thread::spawn(move || p.work(1))
+            })
+            .collect();
+        assert!(pool.submit(0));
+        assert!(pool.submit(1));
         let mut ran: Vec<u32> = workers
             .into_iter()
             .flat_map(|w| w.join().unwrap())

@@ -116,6 +116,12 @@ impl Sleep {
         self.searching.fetch_add(1, Ordering::SeqCst);
         let found = poll_for_a_while(&mut find, crowded);
         self.searching.fetch_sub(1, Ordering::SeqCst);
+        // Pairs with `wake_one`'s fence: a job whose submitter saw us
+        // searching (and so woke nobody) is visible to the caller's check
+        // for more work, which then wakes another worker. Without it, on a
+        // weakly ordered CPU, a burst's second job could wait for this
+        // worker to finish the first.
+        fence(Ordering::SeqCst);
         found
     }
 

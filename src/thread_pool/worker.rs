@@ -77,20 +77,29 @@ pub struct Idle<'a, Q> {
 /// `None` when the worker should exit.
 pub fn next_job<Q: JobQueue>(pool: &Idle<'_, Q>) -> Option<Q::Job> {
     let queue = pool.queue;
+    // Work arrives in bursts: a worker that takes a job after it went idle
+    // (searching, or on its way to sleep) brings another worker in if more
+    // is queued, before running this one. Submitters skipped waking anyone
+    // while it searched, and without this the rest of a burst could wait
+    // for this job to end while other workers sleep (found by the loom
+    // model). Not after every job: a busy pool would pay for the check.
+    let take = |job, idle: bool| {
+        if idle && !queue.is_empty() {
+            pool.sleep.wake_one();
+        }
+        Some(job)
+    };
+    let mut idle = false;
     loop {
         if (pool.broken)() {
             return None;
         }
         if let Some(job) = queue.pop() {
-            return Some(job);
+            return take(job, idle);
         }
+        idle = true;
         if let Some(job) = pool.sleep.search(|| queue.pop(), (pool.crowded)()) {
-            // Work arrives in bursts: if more is queued and nobody else is
-            // looking, bring another worker in before running this one.
-            if !queue.is_empty() {
-                pool.sleep.wake_one();
-            }
-            return Some(job);
+            return take(job, idle);
         }
         if pool.gate.closed() {
             // Closed: nothing can be queued any more, so an empty queue stays
