@@ -37,7 +37,10 @@
 //! item the full size would take most of the time budget).
 //!
 //! Environment: `BENCH_QUICK=1` divides every size by 10 for a smoke run;
-//! `BENCH_ONLY=submit,roundtrip,map,python,process` runs only those parts.
+//! `BENCH_ONLY=submit,roundtrip,map,python,process` runs only those parts;
+//! `BENCH_LOAD=N` runs N busy-loop processes beside the benchmark for its
+//! whole duration (a busy machine: with N = 2 x cpus, every thread of the
+//! benchmark competes for a core), see [`Load`].
 
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -1241,6 +1244,57 @@ fn load_average() -> String {
         .unwrap_or_else(|| "?".into())
 }
 
+/// `BENCH_LOAD=N`: N busy-loop processes that compete with the benchmark
+/// for the CPUs, killed (and reaped) when this guard drops, also when the
+/// benchmark panics. Each is a shell loop that also checks every few
+/// milliseconds that the benchmark still exists, so that none outlives a
+/// benchmark killed outright (SIGKILL runs no destructor).
+struct Load(Vec<std::process::Child>);
+
+impl Load {
+    fn start() -> Load {
+        let n: usize = match std::env::var("BENCH_LOAD") {
+            Ok(v) if !v.trim().is_empty() => v.trim().parse().expect("BENCH_LOAD=<number>"),
+            _ => 0,
+        };
+        let pid = std::process::id();
+        let script = format!(
+            "while kill -0 {pid} 2>/dev/null; do i=0; \
+             while [ $i -lt 20000 ]; do i=$((i+1)); done; done"
+        );
+        let mut load = Load(Vec::new());
+        for _ in 0..n {
+            let child = Command::new("sh")
+                .args(["-c", &script])
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("BENCH_LOAD: could not start `sh`");
+            load.0.push(child);
+        }
+        load
+    }
+
+    fn describe(&self) -> String {
+        match self.0.len() {
+            0 => String::new(),
+            n => format!(", BENCH_LOAD={n}: {n} busy-loop processes beside"),
+        }
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+        }
+        for child in &mut self.0 {
+            let _ = child.wait();
+        }
+    }
+}
+
 /// Whether `BENCH_ONLY` (a comma-separated list of `submit`, `roundtrip`,
 /// `map`, `python`, `process`; unset = all) selects `part`.
 fn selected(part: &str) -> bool {
@@ -1256,6 +1310,7 @@ fn main() {
     #[cfg(feature = "process")]
     procspawn::init();
 
+    let load = Load::start();
     let started = Instant::now();
     let s = Sizes::from_env();
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
@@ -1264,7 +1319,8 @@ fn main() {
         true => (", BENCH_QUICK=1: sizes / 10", "about 20 s"),
         false => ("", "1 to 3 minutes"),
     };
-    eprintln!("compare: {WORKERS} workers, {cpus} cpus{quick}; this takes {duration}...");
+    let loaded = load.describe();
+    eprintln!("compare: {WORKERS} workers, {cpus} cpus{quick}{loaded}; this takes {duration}...");
 
     let mut rows = Vec::new();
     let mut notes = Vec::new();
@@ -1311,7 +1367,7 @@ fn main() {
     println!();
     println!(
         "concurrent-futures {} vs threadpool {}, rayon {}, tokio {}{procspawn}, {python}; \
-         {WORKERS} workers on {cpus} cpus{quick}",
+         {WORKERS} workers on {cpus} cpus{quick}{loaded}",
         env!("CARGO_PKG_VERSION"),
         locked_version("threadpool"),
         locked_version("rayon"),

@@ -200,3 +200,27 @@ fn broken_pool_fails_scoped_tasks_too() {
         assert!(matches!(r, Err(Error::BrokenPool(_))));
     });
 }
+
+#[test]
+fn submit_to_a_broken_pool_after_shutdown_reports_broken() {
+    // Python checks "broken" before "shut down"; so does the process pool.
+    let pool = ThreadPoolExecutor::builder()
+        .max_workers(1)
+        .initializer(|| panic!("initializer fails (expected in this test)"))
+        .build()
+        .unwrap();
+    let first = pool.submit(|| 1u32).unwrap();
+    assert_broken(first.result_timeout(LONG));
+    let pool = bounded("shutdown of a broken pool", move || {
+        pool.shutdown(true, false);
+        pool
+    });
+    match pool.submit(|| 2u32) {
+        Err(Error::BrokenPool(reason)) => assert!(reason.contains("initializer"), "{reason}"),
+        other => panic!("expected BrokenPool after shutdown, got {other:?}"),
+    }
+    assert!(matches!(
+        pool.map(|x: u32| x, [1, 2]).map(|m| m.count()),
+        Err(Error::BrokenPool(_))
+    ));
+}

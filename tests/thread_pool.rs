@@ -219,6 +219,19 @@ fn max_workers_zero_is_invalid() {
 }
 
 #[test]
+fn thread_name_prefix_with_nul_is_invalid() {
+    // `std::thread::Builder::name` panics on a NUL byte: refuse it at build,
+    // not with a panic inside `submit`.
+    match ThreadPoolExecutor::builder()
+        .thread_name_prefix("a\0b")
+        .build()
+    {
+        Err(Error::InvalidArgument(msg)) => assert!(msg.contains("NUL"), "{msg}"),
+        other => panic!("expected InvalidArgument, got {other:?}"),
+    }
+}
+
+#[test]
 fn saturation_starts_exactly_max_workers() {
     let pool = ThreadPoolExecutor::new(4).unwrap();
     let gate = Gate::new();

@@ -54,6 +54,8 @@
 //!   through their own handle, so taking the value out waits until it clears.
 
 use std::task::{Context, Poll, Waker};
+#[cfg(not(loom))]
+use std::time::Duration;
 use std::time::Instant;
 
 use crate::Error;
@@ -76,13 +78,26 @@ const COMPLETING: u8 = 0b10_0000;
 /// A [`StartGate`] decides whether the pending task can still be cancelled.
 const GATED: u8 = 0b100_0000;
 
-/// Polls of the state before a waiter blocks: `Backoff` spins for the first
-/// few and yields for the rest, some tens of microseconds in all. A yield
-/// lets an oversubscribed pool's workers produce the very result we wait
-/// for; polling that long saves the futex wake-up that would otherwise be
-/// added to a process task's round trip (measured: 50 us -> 13 us).
+/// How long a waiter spins before it blocks while the task has not started.
+/// Longer than a worker's wake-up on an idle machine: a submitter that had
+/// to wake the worker still sees the result while spinning and sends its
+/// next job while that worker still searches (with shorter windows on both
+/// sides, a serial submit-then-wait falls into blocking and stays there).
+/// Short enough that a waiter sharing a CPU with the worker it waits for
+/// holds it up only briefly. Spinning, not yielding: on a busy machine a
+/// thread that yields waits behind every runnable process for a whole time
+/// slice (milliseconds).
 #[cfg(not(loom))]
-const WAIT_SPINS: u32 = 96;
+const SPIN_PENDING: Duration = Duration::from_micros(10);
+/// How long a waiter spins (from the start of its wait) while the task runs,
+/// or has been handed to a worker process (gated): its worker is on a CPU,
+/// and a short task ends within microseconds, much sooner than a futex
+/// sleep and wake-up.
+#[cfg(not(loom))]
+const SPIN_RUNNING: Duration = Duration::from_micros(20);
+/// Polls of the state between two reads of the clock.
+#[cfg(not(loom))]
+const POLLS_PER_CLOCK: u32 = 16;
 
 /// A done callback, already bound to the future it reports on.
 pub(crate) type Callback = Box<dyn FnOnce() + Send>;
@@ -494,11 +509,22 @@ impl Header {
         // wake-up costs more than that.
         #[cfg(not(loom))]
         if deadline.is_none_or(|d| d > Instant::now()) {
-            let backoff = crossbeam_utils::Backoff::new();
-            for _ in 0..WAIT_SPINS {
-                backoff.snooze();
-                if ready(self) {
-                    return true;
+            let start = Instant::now();
+            loop {
+                for _ in 0..POLLS_PER_CLOCK {
+                    if ready(self) {
+                        return true;
+                    }
+                    std::hint::spin_loop();
+                }
+                let w = self.word.load(Ordering::Relaxed);
+                let spin = match w & STATE == RUNNING || w & GATED != 0 {
+                    true => SPIN_RUNNING,
+                    false => SPIN_PENDING,
+                };
+                let now = Instant::now();
+                if now - start >= spin || deadline.is_some_and(|d| now >= d) {
+                    break;
                 }
             }
         }

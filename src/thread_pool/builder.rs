@@ -49,7 +49,8 @@ impl ThreadPoolBuilder {
         self
     }
 
-    /// Worker threads are named `{prefix}_{n}`, `n` counting from 0.
+    /// Worker threads are named `{prefix}_{n}`, `n` counting from 0. A
+    /// prefix with a NUL byte is an error at `build`.
     pub fn thread_name_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.thread_name_prefix = Some(prefix.into());
         self
@@ -89,6 +90,16 @@ impl ThreadPoolBuilder {
             Some(n) => n,
             None => default_max_workers(),
         };
+        if self
+            .thread_name_prefix
+            .as_ref()
+            .is_some_and(|p| p.contains('\0'))
+        {
+            // `std::thread::Builder::name` would make every spawn panic.
+            return Err(Error::InvalidArgument(
+                "thread_name_prefix must not contain NUL bytes".into(),
+            ));
+        }
         crate::panic::install_hook();
         static POOLS: AtomicUsize = AtomicUsize::new(0);
         let prefix = self.thread_name_prefix.unwrap_or_else(|| {

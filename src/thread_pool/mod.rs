@@ -6,6 +6,7 @@
 //! every worker is busy (see the `sleep` module for the wake-up protocol).
 
 mod builder;
+mod gate;
 mod job;
 mod registry;
 mod scope;
@@ -23,6 +24,16 @@ use crate::map::{ChunkSource, Map, MapOptions};
 use crate::{Error, Future, TaskFn};
 use job::{JobRef, TaskCell};
 use registry::Registry;
+
+/// The thread pool's synchronisation protocols, for the loom models in
+/// `tests/loom_thread_pool.rs` only; not a public API.
+#[cfg(loom)]
+#[doc(hidden)]
+pub mod __loom {
+    pub use super::gate::{Entered, Gate};
+    pub use super::sleep::Sleep;
+    pub use super::worker::{Idle, JobQueue, next_job};
+}
 
 /// A pool of worker threads running submitted closures.
 ///
@@ -84,7 +95,8 @@ impl ThreadPoolExecutor {
     /// Schedules `task` and returns the future of its result.
     ///
     /// Fails with [`Error::ShutDown`] after [`shutdown`](Self::shutdown) and
-    /// with [`Error::BrokenPool`] once an initializer has failed. A panic in
+    /// with [`Error::BrokenPool`] once an initializer has failed (a broken
+    /// pool says so even after `shutdown`, as in Python). A panic in
     /// `task` fails its future with [`Error::Panicked`]; the worker survives.
     pub fn submit<F, T>(&self, task: F) -> Result<Future<T>, Error>
     where

@@ -1,39 +1,40 @@
 //! The state a pool shares with its workers: the queue, the sleepers, the
 //! thread count and the shutdown gate.
+//!
+//! Guarantees:
+//! - A job that `push` accepted is run, cancelled or failed: never left in
+//!   the queue with no worker to take it (a worker that cannot start fails
+//!   the submit that needed it, see `push` and `fail_stranded`).
+//! - A broken pool reports `BrokenPool`, before and after shutdown.
 
 use std::sync::OnceLock;
-use std::sync::atomic::AtomicBool;
 use std::thread::JoinHandle;
 
 use crossbeam_queue::SegQueue;
-use crossbeam_utils::CachePadded;
 
+use super::gate::Gate;
 use super::job::JobRef;
 use super::sleep::Sleep;
 use super::worker;
 use crate::Error;
-use crate::sync::{AtomicUsize, Condvar, Mutex, Ordering, lock};
+use crate::sync::{AtomicUsize, Condvar, Mutex, Ordering, fence, lock};
 
 /// Returns `Err(reason)` when a worker's initializer fails.
 pub(crate) type Initializer = Box<dyn Fn() -> Result<(), String> + Send + Sync>;
 
-/// Set in `gate` once the pool is closed to new submissions.
-const CLOSED: usize = 1 << (usize::BITS - 1);
-
 pub(crate) struct Registry {
     pub(crate) queue: SegQueue<JobRef>,
     pub(crate) sleep: Sleep,
-    /// Submitters currently inside `push`, plus the `CLOSED` bit. Shutdown
-    /// sets the bit, then waits for the count to drain: after that no job
-    /// can enter the queue. Padded: submitters write it twice per task, and
-    /// it must not share a cache line with the flags workers poll.
-    gate: CachePadded<AtomicUsize>,
+    /// Closes the pool to submissions (see the `gate` module).
+    pub(crate) gate: Gate,
     /// Workers that found the queue empty after a task and have not been
     /// claimed by a submit since (Python's `_idle_semaphore`). Only kept while
     /// the pool may still grow.
     idle: AtomicUsize,
     started: AtomicUsize,
     max_workers: usize,
+    /// CPUs this process may run on, read once.
+    cpus: usize,
     thread_name_prefix: String,
     pub(crate) initializer: Option<Initializer>,
     handles: Mutex<Vec<JoinHandle<()>>>,
@@ -42,10 +43,28 @@ pub(crate) struct Registry {
     /// waits on `exited`, not only the first.
     live: Mutex<Workers>,
     exited: Condvar,
-    /// Whether all submissions have stopped (CLOSED and drained).
-    drained: AtomicBool,
     /// Why the pool is broken (set once, by the first failure).
     broken: OnceLock<String>,
+    /// Why the last worker thread failed to start.
+    spawn_error: Mutex<String>,
+}
+
+/// What [`Registry::spawn_worker`] did.
+enum Start {
+    Started,
+    /// The pool has `max_workers` threads already.
+    Full,
+    /// The thread could not start; `others` workers are running or starting.
+    Failed {
+        reason: String,
+        others: usize,
+    },
+}
+
+/// The error for a job that no worker can run because none could be
+/// started. The pool is not broken: a later submit tries again.
+fn spawn_failed(reason: &str) -> Error {
+    Error::SpawnFailed(format!("could not start a worker thread: {reason}"))
 }
 
 impl Registry {
@@ -57,17 +76,18 @@ impl Registry {
         Registry {
             queue: SegQueue::new(),
             sleep: Sleep::new(),
-            gate: CachePadded::new(AtomicUsize::new(0)),
+            gate: Gate::new(),
             idle: AtomicUsize::new(0),
             started: AtomicUsize::new(0),
             max_workers,
+            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
             thread_name_prefix,
             initializer,
             handles: Mutex::new(Vec::new()),
             live: Mutex::new(Workers::default()),
             exited: Condvar::new(),
-            drained: AtomicBool::new(false),
             broken: OnceLock::new(),
+            spawn_error: Mutex::new(String::new()),
         }
     }
 
@@ -76,31 +96,77 @@ impl Registry {
     }
 
     /// Queues a job and makes sure a worker will run it.
+    ///
+    /// A worker is started (when one is needed) *before* the job is queued,
+    /// so that when no thread can be started and none runs, the job is
+    /// refused instead of being queued where nobody would ever take it.
     pub(crate) fn push(self: &std::sync::Arc<Self>, job: JobRef) -> Result<(), (Error, JobRef)> {
-        if self.gate.fetch_add(1, Ordering::SeqCst) & CLOSED != 0 {
-            self.gate.fetch_sub(1, Ordering::SeqCst);
-            return Err((Error::ShutDown, job));
-        }
+        let Some(entered) = self.gate.enter() else {
+            // Python's order, and the process pool's: broken before shut down.
+            let error = match self.is_broken() {
+                true => self.broken_error(),
+                false => Error::ShutDown,
+            };
+            return Err((error, job));
+        };
         if self.is_broken() {
-            self.gate.fetch_sub(1, Ordering::SeqCst);
+            drop(entered);
             return Err((self.broken_error(), job));
+        }
+        let mut no_worker = None;
+        if self.started.load(Ordering::Relaxed) < self.max_workers && !self.claim_idle() {
+            if let Start::Failed { reason, others: 0 } = self.spawn_worker() {
+                no_worker = Some(reason);
+            }
+        }
+        if let Some(reason) = no_worker {
+            drop(entered);
+            // Jobs that others queued counting on a start that failed too.
+            self.fail_stranded();
+            return Err((spawn_failed(&reason), job));
         }
         self.queue.push(job);
         self.sleep.wake_one();
-        let mut spawn_failure = None;
-        if self.started.load(Ordering::Relaxed) < self.max_workers && !self.claim_idle() {
-            spawn_failure = self.spawn_worker();
-        }
-        self.gate.fetch_sub(1, Ordering::SeqCst);
         // Failing futures runs their done callbacks, which may shut this pool
         // down: only outside the gate, or `close` would wait for us forever.
-        if let Some(reason) = spawn_failure {
-            self.mark_broken(reason);
-        } else if self.is_broken() {
+        drop(entered);
+        if self.is_broken() {
             // Broke while we pushed: fail it (and anything else) ourselves.
             self.fail_queued();
+        } else if self.started.load(Ordering::SeqCst) == 0 {
+            // We queued counting on a worker another submitter was starting,
+            // and that start failed too: nobody would take the job. (The
+            // check is after `wake_one`'s fence, as `fail_stranded` needs.)
+            self.fail_stranded();
         }
         Ok(())
+    }
+
+    /// Fails the queued jobs if no worker runs and none is being started:
+    /// nobody would ever take them.
+    ///
+    /// Workers never stop while the pool is open, so `started` only falls
+    /// when a start fails. Whoever queues a job, or brings `started` down to
+    /// zero, calls this afterwards (SeqCst on both sides): either it sees no
+    /// worker and fails the job, or the job is visible to whoever brings the
+    /// count to zero later, or a worker runs it.
+    fn fail_stranded(&self) {
+        loop {
+            fence(Ordering::SeqCst);
+            if self.started.load(Ordering::SeqCst) > 0 {
+                return;
+            }
+            let Some(job) = self.queue.pop() else { return };
+            if self.started.load(Ordering::SeqCst) > 0 {
+                // A worker started meanwhile: it is the one to run the job.
+                // Put it back and look again (the loop ends on `started`).
+                self.queue.push(job);
+                self.sleep.wake_one();
+                continue;
+            }
+            let reason = lock(&self.spawn_error).clone();
+            job.fail(spawn_failed(&reason));
+        }
     }
 
     /// Takes one idle permit, if there is one.
@@ -117,19 +183,23 @@ impl Registry {
         }
     }
 
-    /// Starts one more worker if the pool may grow. Returns why the pool is
-    /// broken if no worker could be started and none runs.
-    fn spawn_worker(self: &std::sync::Arc<Self>) -> Option<String> {
+    /// Starts one more worker if the pool may grow.
+    ///
+    /// Never panics: a thread that cannot start (out of threads, of memory
+    /// for its stack) is reported, and the pool stays usable.
+    fn spawn_worker(self: &std::sync::Arc<Self>) -> Start {
         let index = match self
             .started
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < self.max_workers).then_some(n + 1)
             }) {
             Ok(n) => n,
-            Err(_) => return None,
+            Err(_) => return Start::Full,
         };
         let registry = std::sync::Arc::clone(self);
         lock(&self.live).live += 1;
+        // The builder checked the prefix for NUL bytes, on which `name`
+        // would make `spawn` panic.
         let spawned = std::thread::Builder::new()
             .name(format!("{}_{}", self.thread_name_prefix, index))
             .spawn(move || {
@@ -140,14 +210,23 @@ impl Registry {
         match spawned {
             Ok(handle) => {
                 lock(&self.handles).push(handle);
-                None
+                Start::Started
             }
             Err(e) => {
+                let reason = e.to_string();
+                *lock(&self.spawn_error) = reason.clone();
                 self.worker_exited();
-                let left = self.started.fetch_sub(1, Ordering::AcqRel) - 1;
-                (left == 0).then(|| format!("could not start a worker thread: {e}"))
+                let others = self.started.fetch_sub(1, Ordering::SeqCst) - 1;
+                Start::Failed { reason, others }
             }
         }
+    }
+
+    /// Whether this pool's awake workers, plus one submitter, outnumber the
+    /// CPUs (see the `sleep` module).
+    pub(crate) fn crowded(&self) -> bool {
+        let started = self.started.load(Ordering::Relaxed);
+        started.saturating_sub(self.sleep.sleepers()) + 1 > self.cpus
     }
 
     pub(crate) fn threads_started(&self) -> usize {
@@ -156,22 +235,8 @@ impl Registry {
 
     /// Closes the pool to submissions; returns once no submit is in flight.
     pub(crate) fn close(&self) {
-        let before = self.gate.fetch_or(CLOSED, Ordering::SeqCst);
-        if before & CLOSED == 0 {
-            while self.gate.load(Ordering::SeqCst) & !CLOSED != 0 {
-                std::thread::yield_now();
-            }
-            self.drained.store(true, Ordering::SeqCst);
-        }
-        while !self.drained.load(Ordering::SeqCst) {
-            std::thread::yield_now();
-        }
+        self.gate.close();
         self.sleep.wake_all();
-    }
-
-    /// True once no job can be added to the queue any more.
-    pub(crate) fn closed(&self) -> bool {
-        self.drained.load(Ordering::Acquire)
     }
 
     pub(crate) fn cancel_queued(&self) {

@@ -1,38 +1,78 @@
 //! How idle workers look for work, fall asleep, and are woken.
 //!
-//! A worker that runs out of work first *searches*: it spins and yields for a
-//! few microseconds, polling the queue, because on a busy pool the next job
-//! usually arrives within that time and a futex sleep plus wake-up costs far
-//! more. While any worker searches, submitters do not wake anyone: the
-//! searcher will find the job. Only when nobody searches and someone sleeps
-//! does a submit pay for a wake-up.
+//! Guarantees:
+//! - No lost wake-up: a job published before [`Sleep::wake_one`] is taken
+//!   by a searching worker, seen by a worker about to sleep, or wakes a
+//!   sleeper.
+//! - A searching worker yields the CPU only when this pool's own threads
+//!   outnumber the CPUs; otherwise it spins for a bounded *time*,
+//!   [`SEARCH_TIME`], then sleeps until a submitter wakes it directly.
 //!
-//! No wake-up is lost. A submitter pushes its job, then (after a SeqCst
-//! fence) reads `searching` and `sleepers`. A worker stops searching, then
-//! increments `sleepers` (SeqCst) and checks the queue once more before it
-//! blocks. Whichever order the two run in, either the submitter sees the
-//! searcher or sleeper and wakes it, or the worker sees the job. A spare
-//! wake-up token only causes one spurious wake-up.
+//! A worker that runs out of work first *searches*: on a busy pool the next
+//! job usually arrives within microseconds, and a futex sleep plus wake-up
+//! costs more than that. While any worker searches, submitters do not wake
+//! anyone: the searcher will find the job. Only when nobody searches and
+//! someone sleeps does a submit pay for a wake-up.
+//!
+//! Why the search does not simply yield: on a machine busy with other
+//! processes, a thread that yields waits behind every one of them for a
+//! whole time slice (milliseconds), and the submitter, seeing it search,
+//! wakes nobody meanwhile: a lone round trip took 1.4 ms instead of 15 us.
+//! A sleeping thread that is woken is scheduled at once instead. So a
+//! searcher spins (`spin_loop`, no syscall) for a few microseconds, enough
+//! for a submitter that waits for each result to send the next job, then
+//! sleeps. When the pool's awake threads (plus a submitter) outnumber the
+//! CPUs, a yield most likely hands the CPU to one of them, which spinning
+//! would keep from running: then the search polls with yields, as long as
+//! it did before (tens of microseconds).
+//!
+//! The protocol (model-checked in `tests/loom_thread_pool.rs`): a submitter
+//! pushes its job, then (after a SeqCst fence) reads `searching` and
+//! `sleepers`. A worker stops searching, then increments `sleepers`
+//! (SeqCst, after a fence) and checks the queue once more before it blocks.
+//! Whichever order the two run in, either the submitter sees the searcher
+//! or sleeper and wakes it, or the worker sees the job. A spare wake-up
+//! token only causes one spurious wake-up.
 
-use std::sync::atomic::fence;
+#[cfg(not(loom))]
+use std::time::{Duration, Instant};
 
-use crossbeam_utils::Backoff;
+use crate::sync::{AtomicUsize, Condvar, Mutex, Ordering, fence, lock};
 
-use crate::sync::{AtomicUsize, Condvar, Mutex, Ordering, lock};
+/// How long an idle worker spins before it sleeps when spinning keeps none
+/// of the pool's own threads off a CPU: long enough for a submitter that
+/// waits for each result to send the next job (well under a microsecond),
+/// short enough that a worker sharing a CPU with that submitter holds it
+/// up only briefly.
+#[cfg(not(loom))]
+const SEARCH_TIME: Duration = Duration::from_micros(2);
 
-/// Polls of the queue before sleeping: `Backoff` spins for the first few
-/// and yields the CPU for the rest, some tens of microseconds in all.
-const SEARCH_ROUNDS: u32 = 64;
+/// Polls of the queue between two reads of the clock.
+#[cfg(not(loom))]
+const POLLS_PER_CLOCK: u32 = 16;
 
-pub(crate) struct Sleep {
+/// Polls of a crowded search: `Backoff` spins for the first few and yields
+/// the CPU for the rest, some tens of microseconds in all.
+#[cfg(not(loom))]
+const CROWDED_ROUNDS: u32 = 64;
+
+/// Searching and sleeping workers, and how to wake them.
+pub struct Sleep {
     searching: AtomicUsize,
     sleepers: AtomicUsize,
     tokens: Mutex<usize>,
     cond: Condvar,
 }
 
+impl Default for Sleep {
+    fn default() -> Self {
+        Sleep::new()
+    }
+}
+
 impl Sleep {
-    pub(crate) fn new() -> Sleep {
+    /// No worker searching or asleep.
+    pub fn new() -> Sleep {
         Sleep {
             searching: AtomicUsize::new(0),
             sleepers: AtomicUsize::new(0),
@@ -43,7 +83,7 @@ impl Sleep {
 
     /// Makes sure some worker will look at the queue. Call after publishing
     /// work.
-    pub(crate) fn wake_one(&self) {
+    pub fn wake_one(&self) {
         fence(Ordering::SeqCst);
         if self.searching.load(Ordering::SeqCst) > 0 {
             return;
@@ -53,37 +93,46 @@ impl Sleep {
             return;
         }
         let mut tokens = lock(&self.tokens);
-        *tokens = (*tokens + 1).min(sleepers);
+        // `usize::MAX` (from `wake_all`) is for good: a late `wake_one` must
+        // neither overflow it nor bring it back down, or a worker woken for
+        // shutdown would go back to sleep (found by the loom model).
+        if *tokens != usize::MAX {
+            *tokens = (*tokens + 1).min(sleepers);
+        }
         drop(tokens);
         self.cond.notify_one();
     }
 
     /// Wakes every worker for good (shutdown or broken pool).
-    pub(crate) fn wake_all(&self) {
+    pub fn wake_all(&self) {
         *lock(&self.tokens) = usize::MAX;
         self.cond.notify_all();
     }
 
-    /// Polls `find` for a short while, spinning then yielding. Returns what it
-    /// found, or `None` when the worker should go to sleep.
-    pub(crate) fn search<J>(&self, mut find: impl FnMut() -> Option<J>) -> Option<J> {
+    /// Polls `find` for a short while (see the module header; `crowded`:
+    /// the pool's awake threads outnumber the CPUs). Returns what it found,
+    /// or `None` when the worker should go to sleep.
+    pub fn search<J>(&self, mut find: impl FnMut() -> Option<J>, crowded: bool) -> Option<J> {
         self.searching.fetch_add(1, Ordering::SeqCst);
-        let backoff = Backoff::new();
-        let mut found = None;
-        for _ in 0..SEARCH_ROUNDS {
-            if let Some(job) = find() {
-                found = Some(job);
-                break;
-            }
-            backoff.snooze();
-        }
+        let found = poll_for_a_while(&mut find, crowded);
         self.searching.fetch_sub(1, Ordering::SeqCst);
+        // Pairs with `wake_one`'s fence: a job whose submitter saw us
+        // searching (and so woke nobody) is visible to the caller's check
+        // for more work, which then wakes another worker. Without it, on a
+        // weakly ordered CPU, a burst's second job could wait for this
+        // worker to finish the first.
+        fence(Ordering::SeqCst);
         found
+    }
+
+    /// Workers asleep or about to sleep (a relaxed read: an estimate).
+    pub fn sleepers(&self) -> usize {
+        self.sleepers.load(Ordering::Relaxed)
     }
 
     /// Sleeps until woken, unless `has_work` (checked after announcing the
     /// sleep) says there is something to do.
-    pub(crate) fn sleep(&self, has_work: impl Fn() -> bool) {
+    pub fn sleep(&self, has_work: impl Fn() -> bool) {
         let mut tokens = lock(&self.tokens);
         self.sleepers.fetch_add(1, Ordering::SeqCst);
         fence(Ordering::SeqCst);
@@ -100,4 +149,38 @@ impl Sleep {
         }
         self.sleepers.fetch_sub(1, Ordering::SeqCst);
     }
+}
+
+/// The search loop.
+#[cfg(not(loom))]
+fn poll_for_a_while<J>(find: &mut impl FnMut() -> Option<J>, crowded: bool) -> Option<J> {
+    if crowded {
+        let backoff = crossbeam_utils::Backoff::new();
+        for _ in 0..CROWDED_ROUNDS {
+            if let Some(job) = find() {
+                return Some(job);
+            }
+            backoff.snooze();
+        }
+        return None;
+    }
+    let start = Instant::now();
+    loop {
+        for _ in 0..POLLS_PER_CLOCK {
+            if let Some(job) = find() {
+                return Some(job);
+            }
+            std::hint::spin_loop();
+        }
+        if start.elapsed() >= SEARCH_TIME {
+            return None;
+        }
+    }
+}
+
+/// Under loom, time does not pass: one poll stands for the whole search,
+/// whose length changes no outcome, only how likely each one is.
+#[cfg(loom)]
+fn poll_for_a_while<J>(find: &mut impl FnMut() -> Option<J>, _crowded: bool) -> Option<J> {
+    find()
 }

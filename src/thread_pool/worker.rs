@@ -1,6 +1,21 @@
 //! The loop each worker thread runs.
+//!
+//! Guarantees:
+//! - A worker exits only when the pool is broken, or closed with an empty
+//!   queue (which then stays empty): a job that got into the queue is run
+//!   by some worker, or cancelled or failed by shutdown.
+//! - A worker never sleeps while a job it could take is queued (the `sleep`
+//!   module's protocol).
+//!
+//! [`next_job`] is generic over the queue so that `tests/loom_thread_pool.rs`
+//! can run this very code under loom, with a queue loom can model.
 
+use crossbeam_queue::SegQueue;
+
+use super::gate::Gate;
+use super::job::JobRef;
 use super::registry::Registry;
+use super::sleep::Sleep;
 
 pub(crate) fn main_loop(registry: &Registry) {
     if let Some(init) = &registry.initializer {
@@ -12,36 +27,86 @@ pub(crate) fn main_loop(registry: &Registry) {
         }
     }
     let on_ran = || registry.note_idle();
+    let pool = Idle {
+        queue: &registry.queue,
+        sleep: &registry.sleep,
+        gate: &registry.gate,
+        broken: &|| registry.is_broken(),
+        crowded: &|| registry.crowded(),
+    };
+    while let Some(job) = next_job(&pool) {
+        job.run(&on_ran);
+    }
+}
+
+/// The queue as a worker sees it.
+pub trait JobQueue {
+    /// What the queue holds.
+    type Job;
+    /// Takes the oldest job, if any.
+    fn pop(&self) -> Option<Self::Job>;
+    /// Whether the queue looks empty.
+    fn is_empty(&self) -> bool;
+}
+
+impl JobQueue for SegQueue<JobRef> {
+    type Job = JobRef;
+    fn pop(&self) -> Option<JobRef> {
+        SegQueue::pop(self)
+    }
+    fn is_empty(&self) -> bool {
+        SegQueue::is_empty(self)
+    }
+}
+
+/// What a worker looks at between jobs.
+pub struct Idle<'a, Q> {
+    /// The pool's queue.
+    pub queue: &'a Q,
+    /// Searchers and sleepers.
+    pub sleep: &'a Sleep,
+    /// The shutdown gate.
+    pub gate: &'a Gate,
+    /// Whether the pool is broken (no task may run any more).
+    pub broken: &'a dyn Fn() -> bool,
+    /// Whether the pool's awake threads outnumber the CPUs.
+    pub crowded: &'a dyn Fn() -> bool,
+}
+
+/// The next job for this worker to run, searching and sleeping as needed;
+/// `None` when the worker should exit.
+pub fn next_job<Q: JobQueue>(pool: &Idle<'_, Q>) -> Option<Q::Job> {
+    let queue = pool.queue;
+    // Work arrives in bursts: a worker that takes a job after it went idle
+    // (searching, or on its way to sleep) brings another worker in if more
+    // is queued, before running this one. Submitters skipped waking anyone
+    // while it searched, and without this the rest of a burst could wait
+    // for this job to end while other workers sleep (found by the loom
+    // model). Not after every job: a busy pool would pay for the check.
+    let take = |job, idle: bool| {
+        if idle && !queue.is_empty() {
+            pool.sleep.wake_one();
+        }
+        Some(job)
+    };
+    let mut idle = false;
     loop {
-        if registry.is_broken() {
-            return;
+        if (pool.broken)() {
+            return None;
         }
-        if let Some(job) = registry.queue.pop() {
-            job.run(&on_ran);
-            continue;
+        if let Some(job) = queue.pop() {
+            return take(job, idle);
         }
-        if let Some(job) = registry.sleep.search(|| registry.queue.pop()) {
-            // Work arrives in bursts: if more is queued and nobody else is
-            // looking, bring another worker in before running this one.
-            if !registry.queue.is_empty() {
-                registry.sleep.wake_one();
-            }
-            job.run(&on_ran);
-            continue;
+        idle = true;
+        if let Some(job) = pool.sleep.search(|| queue.pop(), (pool.crowded)()) {
+            return take(job, idle);
         }
-        if registry.closed() {
+        if pool.gate.closed() {
             // Closed: nothing can be queued any more, so an empty queue stays
             // empty. One last pop covers a job queued just before closing.
-            match registry.queue.pop() {
-                Some(job) => {
-                    job.run(&on_ran);
-                    continue;
-                }
-                None => return,
-            }
+            return queue.pop();
         }
-        registry
-            .sleep
-            .sleep(|| !registry.queue.is_empty() || registry.closed() || registry.is_broken());
+        pool.sleep
+            .sleep(|| !queue.is_empty() || pool.gate.closed() || (pool.broken)());
     }
 }
