@@ -15,9 +15,9 @@
 //! * a worker that does not send its handshake within [`START_TIMEOUT`] is
 //!   given up on, and an initializer gets the per-task timeout;
 //! * a death is seen without polling: the reader of a worker's answers
-//!   ([`Connection`]) waits on the socket *and*, on Linux, on a pidfd of the
-//!   process, so a worker that dies while something else holds its socket
-//!   open is still seen at once;
+//!   ([`Connection`]) waits on the socket and, once a read has waited for
+//!   [`WATCH_AFTER`], on a pidfd of the process too (Linux), so a worker
+//!   that dies while something else holds its socket open is still seen;
 //! * [`Process::reap`] always returns, and reports the true cause: a process
 //!   that closed its connection but lingers is killed after [`LINGER`] and
 //!   reported as such, not as killed by a signal.
@@ -196,13 +196,32 @@ fn poll_one(fd: RawFd, timeout: Option<Duration>) -> bool {
     }
 }
 
-/// The pool's end of a worker's socket, for reading answers: a read that
-/// would block waits on the socket and the worker's pidfd together, and
-/// reads as the end of the stream once the process has exited with nothing
-/// left to read (a child of the worker may still hold the socket open).
+/// How long a read of a worker's answers blocks on the socket alone before
+/// it also watches the worker's pidfd. Answers usually come within
+/// microseconds; a worker that dies while a child of it holds its socket
+/// open is seen at most this late.
+const WATCH_AFTER: Duration = Duration::from_millis(50);
+
+/// The pool's end of a worker's socket, for reading answers. A read blocks
+/// on the socket (for at most [`WATCH_AFTER`]), then on the socket and the
+/// worker's pidfd together, and reads as the end of the stream once the
+/// process has exited with nothing left to read (a child of the worker may
+/// still hold the socket open). So the common read is one system call, and
+/// no death goes unseen.
 pub(super) struct Connection {
     stream: UnixStream,
     pidfd: Option<RawFd>,
+}
+
+impl Connection {
+    /// Starts watching the pidfd (after the handshake, whose reads obey
+    /// their own timeout).
+    fn watch(&mut self, pidfd: Option<RawFd>) {
+        self.pidfd = pidfd;
+        if pidfd.is_some() {
+            let _ = self.stream.set_read_timeout(Some(WATCH_AFTER));
+        }
+    }
 }
 
 impl Read for Connection {
@@ -210,23 +229,20 @@ impl Read for Connection {
         let Some(pidfd) = self.pidfd else {
             return self.stream.read(buf);
         };
-        let fd = self.stream.as_raw_fd();
         loop {
-            // SAFETY: `buf` is valid for writes of its length.
-            let n =
-                unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
-            if n >= 0 {
-                return Ok(n as usize);
-            }
-            let e = io::Error::last_os_error();
-            match e.kind() {
-                io::ErrorKind::Interrupted => continue,
-                io::ErrorKind::WouldBlock => {}
-                _ => return Err(e),
+            match self.stream.read(buf) {
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) => {}
+                Err(e) => return Err(e),
             }
             let mut fds = [
                 libc::pollfd {
-                    fd,
+                    fd: self.stream.as_raw_fd(),
                     events: libc::POLLIN,
                     revents: 0,
                 },
@@ -245,12 +261,10 @@ impl Read for Connection {
                 }
                 return Err(e);
             }
-            if fds[0].revents != 0 {
-                continue; // data, end of stream or an error: recv says which
-            }
-            if fds[1].revents != 0 {
+            if fds[0].revents == 0 && fds[1].revents != 0 {
                 return Ok(0); // exited, and its socket has nothing for us
             }
+            // Data, end of stream or an error: the next read says which.
         }
     }
 }
@@ -333,7 +347,9 @@ pub(super) fn handshake(
         initialize(ours, &mut reader, &mut buf, init)?;
         let _ = ours.set_read_timeout(None);
     }
-    reader.get_mut().pidfd = process.pidfd.as_ref().map(|fd| fd.as_raw_fd());
+    reader
+        .get_mut()
+        .watch(process.pidfd.as_ref().map(|fd| fd.as_raw_fd()));
     Ok(reader)
 }
 
