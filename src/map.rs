@@ -99,8 +99,39 @@ impl MapOptions {
     }
 }
 
+/// The results of one chunk, one per item in input order, produced as they
+/// are taken: a process pool decodes each item only when the consumer gets
+/// to it, on the consumer's thread, instead of building a vector of them.
+pub struct ChunkResults<T>(Box<dyn Iterator<Item = Result<T, Error>> + Send>);
+
+impl<T: Send + 'static> ChunkResults<T> {
+    /// Results already in hand.
+    pub fn from_vec(results: Vec<Result<T, Error>>) -> ChunkResults<T> {
+        ChunkResults(Box::new(results.into_iter()))
+    }
+
+    /// Results produced by `iter`, one per item.
+    pub fn lazy(iter: impl Iterator<Item = Result<T, Error>> + Send + 'static) -> Self {
+        ChunkResults(Box::new(iter))
+    }
+}
+
+impl<T> Iterator for ChunkResults<T> {
+    type Item = Result<T, Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.0.next()
+    }
+}
+
+impl<T> fmt::Debug for ChunkResults<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChunkResults").finish_non_exhaustive()
+    }
+}
+
 /// The future of one chunk: one result per item.
-pub type ChunkFuture<T> = Future<Vec<Result<T, Error>>>;
+pub type ChunkFuture<T> = Future<ChunkResults<T>>;
 
 /// Submits the next chunk: `None` once the input is exhausted, else the
 /// number of items in the chunk and its future (or why it could not be
@@ -113,7 +144,7 @@ pub type ChunkSource<'a, T> =
 pub struct Map<'a, T> {
     source: ChunkSource<'a, T>,
     buffer: VecDeque<(usize, ChunkFuture<T>)>,
-    current: std::vec::IntoIter<Result<T, Error>>,
+    current: Option<ChunkResults<T>>,
     /// Failures of a whole chunk (cancelled, worker died), one per item.
     repeat: Option<(Error, usize)>,
     /// Why the rest of the input could not be submitted; yielded after the
@@ -156,7 +187,7 @@ impl<'a, T> Map<'a, T> {
         Ok(Map {
             source,
             buffer,
-            current: Vec::new().into_iter(),
+            current: None,
             repeat: None,
             tail_error: None,
             deadline,
@@ -200,7 +231,7 @@ impl<T> Iterator for Map<'_, T> {
     fn next(&mut self) -> Option<Self::Item> {
         self.started = true;
         loop {
-            if let Some(item) = self.current.next() {
+            if let Some(item) = self.current.as_mut().and_then(Iterator::next) {
                 return Some(item);
             }
             if let Some((error, left)) = &mut self.repeat {
@@ -230,7 +261,7 @@ impl<T> Iterator for Map<'_, T> {
                 }
             }
             match future.into_result() {
-                Ok(results) => self.current = results.into_iter(),
+                Ok(results) => self.current = Some(results),
                 Err(error) => self.repeat = Some((error, n)),
             }
         }

@@ -319,11 +319,16 @@ pub(crate) fn explain_de<'a, T: Deserialize<'a>>(bytes: &'a [u8], e: postcard::E
 }
 
 /// Appends one frame holding `message` to `out`.
+///
+/// On failure `out` is left as it was, so frames can be appended to a buffer
+/// that already holds others.
 pub fn encode_frame<M: Serialize>(message: &M, out: &mut Vec<u8>) -> Result<(), Error> {
     let start = out.len();
     out.extend_from_slice(&[0; 4]);
-    let encoded = postcard::to_extend(message, std::mem::take(out));
-    *out = encoded.map_err(|e| Error::Serialization(e.to_string()))?;
+    if let Err(e) = append(message, out) {
+        out.truncate(start);
+        return Err(Error::Serialization(e.to_string()));
+    }
     let len = out.len() - start - 4;
     if len > MAX_FRAME {
         out.truncate(start);

@@ -149,22 +149,25 @@ static WORKER_ENTRY: extern "C" fn() = static_constructor;
 /// Runs one call of a task into `out`, turning a panic into
 /// [`RemoteError::Panicked`]; on error `out` is unchanged.
 fn call(entry: &registry::TaskEntry, args: &[u8], out: &mut Vec<u8>) -> Result<(), RemoteError> {
-    match crate::panic::catch(|| (entry.invoke)(args, out)) {
-        Ok(outcome) => outcome,
-        Err(crate::Error::Panicked {
+    crate::panic::catch(|| (entry.invoke)(args, out)).unwrap_or_else(|e| Err(panicked(e)))
+}
+
+fn panicked(error: crate::Error) -> RemoteError {
+    match error {
+        crate::Error::Panicked {
             message,
             location,
             backtrace,
-        }) => Err(RemoteError::Panicked {
+        } => RemoteError::Panicked {
             message,
             location,
             backtrace,
-        }),
-        Err(other) => Err(RemoteError::Panicked {
+        },
+        other => RemoteError::Panicked {
             message: other.to_string(),
             location: None,
             backtrace: None,
-        }),
+        },
     }
 }
 
@@ -189,14 +192,13 @@ fn push_error(out: &mut Vec<u8>, error: &RemoteError) {
 
 /// Runs every item of a `Run` message, appending one outcome record per
 /// item to `results`; false if the items are malformed.
+///
+/// One panic guard covers a run of items rather than each item (it is most
+/// of the per-item cost of a tiny task): a panic fails the item it came
+/// from, and the items after it run under a new guard.
 fn run(task: &str, fingerprint: u64, items: &[u8], results: &mut Vec<u8>) -> bool {
-    match find(task, fingerprint) {
-        Ok(entry) => {
-            for args in wire::records(items) {
-                let Ok(args) = args else { return false };
-                push_outcome(results, |o| call(entry, args, o));
-            }
-        }
+    let entry = match find(task, fingerprint) {
+        Ok(entry) => entry,
         Err(e) => {
             for args in wire::records(items) {
                 if args.is_err() {
@@ -204,9 +206,29 @@ fn run(task: &str, fingerprint: u64, items: &[u8], results: &mut Vec<u8>) -> boo
                 }
                 push_error(results, &e);
             }
+            return true;
+        }
+    };
+    let mut records = wire::records(items);
+    loop {
+        let mut started = results.len();
+        let guarded = crate::panic::catch(|| {
+            for args in records.by_ref() {
+                let Ok(args) = args else { return false };
+                started = results.len();
+                push_outcome(results, |o| (entry.invoke)(args, o));
+            }
+            true
+        });
+        match guarded {
+            Ok(well_formed) => return well_formed,
+            Err(panic) => {
+                // The item being run panicked: drop what it half wrote.
+                results.truncate(started);
+                push_error(results, &panicked(panic));
+            }
         }
     }
-    true
 }
 
 fn find(task: &str, fingerprint: u64) -> Result<&'static registry::TaskEntry, RemoteError> {
@@ -296,7 +318,11 @@ fn serve(stream: UnixStream, board: &Board) -> i32 {
                         return fail(&"malformed items");
                     }
                     board.finish(ticket, id);
-                    encode_answer(id, &results, &mut out)
+                    // Straight into the outbox: answers can be large.
+                    if encode_answer(id, &results, outbox.bytes_mut()).is_err() {
+                        return EXIT_PROTOCOL;
+                    }
+                    continue;
                 }
             },
         };
@@ -311,8 +337,9 @@ fn serve(stream: UnixStream, board: &Board) -> i32 {
     0
 }
 
-/// The `Done` frame of job `id`; results over the frame limit become an
-/// error per item rather than the worker's death.
+/// Appends the `Done` frame of job `id` to `out`; results over the frame
+/// limit become an error per item rather than the worker's death. On
+/// failure `out` is unchanged.
 fn encode_answer(id: u64, results: &[u8], out: &mut Vec<u8>) -> Result<(), crate::Error> {
     let answer = FromWorkerRef::Done {
         id,
@@ -324,7 +351,6 @@ fn encode_answer(id: u64, results: &[u8], out: &mut Vec<u8>) -> Result<(), crate
         for _ in wire::records(results) {
             push_error(&mut errors, &error);
         }
-        out.clear();
         let answer = FromWorkerRef::Done {
             id,
             results: Bytes::new(&errors),
@@ -368,6 +394,11 @@ impl<'s> Outbox<'s> {
 
     fn push(&mut self, frame: &[u8]) {
         self.bytes.extend_from_slice(frame);
+    }
+
+    /// The unsent bytes, to append frames to (never while exposed).
+    fn bytes_mut(&mut self) -> &mut Vec<u8> {
+        &mut self.bytes
     }
 
     fn flush(&mut self) -> std::io::Result<()> {

@@ -88,9 +88,15 @@ impl<T> Promise<T> {
     /// Hands the task's start over to `gate` (see the state module): the
     /// future stays pending, and `cancel` succeeds only if the gate stops
     /// the task from starting.
-    /// Returns false (and installs nothing) if the future is not pending.
-    pub(crate) fn set_gate(&self, gate: Box<dyn super::state::StartGate>) -> bool {
-        self.core.header().set_gate(gate)
+    /// With it, `abort` (if given) becomes the future's abort handler (see
+    /// [`set_abort_handler`](Self::set_abort_handler)). Returns false (and
+    /// installs nothing) if the future is not pending.
+    pub(crate) fn set_gate(
+        &self,
+        gate: Box<dyn super::state::StartGate>,
+        abort: Option<Box<dyn FnOnce() + Send>>,
+    ) -> bool {
+        self.core.header().set_gate(gate, abort)
     }
 
     /// A handle that cancels this future from anywhere, whatever its type.

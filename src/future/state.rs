@@ -220,10 +220,10 @@ impl Header {
         }
     }
 
-    /// Installs the gate of a pending task handed to a worker ahead of time.
-    /// Ignored unless the future is pending.
-    /// Returns whether it was installed.
-    pub(crate) fn set_gate(&self, gate: Box<dyn StartGate>) -> bool {
+    /// Installs the gate of a pending task handed to a worker ahead of time,
+    /// and with it (if given) the abort handler, under one lock. Ignored
+    /// unless the future is pending. Returns whether it was installed.
+    pub(crate) fn set_gate(&self, gate: Box<dyn StartGate>, abort: Option<AbortHandler>) -> bool {
         let mut waiters = lock(&self.waiters);
         if !self.register_locked(&mut waiters) {
             return false;
@@ -244,7 +244,11 @@ impl Header {
                 Err(now) => w = now,
             }
         }
-        waiters.lists().gate = Some(gate);
+        let lists = waiters.lists();
+        lists.gate = Some(gate);
+        if abort.is_some() {
+            lists.abort = abort;
+        }
         true
     }
 
@@ -739,7 +743,7 @@ mod loom_gate {
         model(|| {
             let header = Arc::new(Header::new());
             let ticket = Arc::new(AtomicU64::new(SENT));
-            assert!(header.set_gate(Box::new(Ticket(Arc::clone(&ticket)))));
+            assert!(header.set_gate(Box::new(Ticket(Arc::clone(&ticket))), None));
             let worker = {
                 let ticket = Arc::clone(&ticket);
                 loom::thread::spawn(move || start(&ticket))
@@ -763,7 +767,7 @@ mod loom_gate {
             let ticket = Arc::new(AtomicU64::new(SENT));
             let pool = {
                 let (header, ticket) = (Arc::clone(&header), Arc::clone(&ticket));
-                loom::thread::spawn(move || header.set_gate(Box::new(Ticket(ticket))))
+                loom::thread::spawn(move || header.set_gate(Box::new(Ticket(ticket)), None))
             };
             let cancelled = header.cancel();
             let gated = pool.join().unwrap();

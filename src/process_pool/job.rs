@@ -1,13 +1,15 @@
 //! Jobs of the process pool: what is sent, and how its answer completes a
 //! typed future.
 
+use std::marker::PhantomData;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 
-use crate::future::state::StartGate;
+use crate::future::state::{AbortHandler, StartGate};
 use crate::future::{Canceller, DeferredCallbacks};
+use crate::map::ChunkResults;
 use crate::registry::TaskRef;
 use crate::wire::{self, OUTCOME_ERR, OUTCOME_OK, RemoteError};
 use crate::{Error, Promise};
@@ -34,19 +36,16 @@ pub(super) trait Sink: Send {
     fn cancel(&self) -> bool {
         self.control().cancel()
     }
-    /// Hands the job's start to its ticket, as it is sent. False if the
+    /// Hands the job's start to its ticket, as it is sent, and installs
+    /// what `Future::abort` calls while it runs (if given). False if the
     /// future is no longer pending (cancelled meanwhile): do not send it.
-    fn set_gate(&self, gate: Box<dyn StartGate>) -> bool {
-        self.control().set_gate(gate)
+    fn set_gate(&self, gate: Box<dyn StartGate>, abort: Option<AbortHandler>) -> bool {
+        self.control().set_gate(gate, abort)
     }
     /// The job came back unstarted from a dead worker. False if it was
     /// cancelled meanwhile.
     fn clear_gate(&self) -> bool {
         self.control().clear_gate()
-    }
-    /// What `Future::abort` calls while the job runs.
-    fn set_abort_handler(&self, handler: Box<dyn FnOnce() + Send>) {
-        self.control().set_abort_handler(handler);
     }
     /// A handle to cancel the job's future once the lock is released.
     fn canceller(&self) -> Canceller {
@@ -66,9 +65,8 @@ pub(super) trait Sink: Send {
 pub(super) trait Control {
     fn is_done(&self) -> bool;
     fn cancel(&self) -> bool;
-    fn set_gate(&self, gate: Box<dyn StartGate>) -> bool;
+    fn set_gate(&self, gate: Box<dyn StartGate>, abort: Option<AbortHandler>) -> bool;
     fn clear_gate(&self) -> bool;
-    fn set_abort_handler(&self, handler: Box<dyn FnOnce() + Send>);
     fn canceller(&self) -> Canceller;
 }
 
@@ -79,14 +77,11 @@ impl<T: Send + 'static> Control for Promise<T> {
     fn cancel(&self) -> bool {
         Promise::cancel(self)
     }
-    fn set_gate(&self, gate: Box<dyn StartGate>) -> bool {
-        Promise::set_gate(self, gate)
+    fn set_gate(&self, gate: Box<dyn StartGate>, abort: Option<AbortHandler>) -> bool {
+        Promise::set_gate(self, gate, abort)
     }
     fn clear_gate(&self) -> bool {
         Promise::clear_gate(self)
-    }
-    fn set_abort_handler(&self, handler: Box<dyn FnOnce() + Send>) {
-        Promise::set_abort_handler(self, handler);
     }
     fn canceller(&self) -> Canceller {
         Promise::canceller(self)
@@ -180,9 +175,10 @@ impl<R: DeserializeOwned + Send + 'static> Sink for One<R> {
 }
 
 /// The sink of a `map` chunk: one result per item, some of which may have
-/// failed to serialize before anything was sent.
+/// failed to serialize before anything was sent. The answer's bytes are
+/// kept and decoded item by item as the `map` consumer takes them.
 pub(super) struct Chunk<R> {
-    pub(super) promise: Promise<Vec<Result<R, Error>>>,
+    pub(super) promise: Promise<ChunkResults<R>>,
     /// How many items the chunk has.
     pub(super) len: usize,
     /// The items that failed locally (and were not sent), by position.
@@ -200,21 +196,72 @@ impl<R: DeserializeOwned + Send + 'static> Sink for Chunk<R> {
             failed,
         } = *self;
         let result = outcome.and_then(|results| {
-            let mut records = wire::records(results);
-            let mut failed = failed.into_iter().peekable();
-            let values: Vec<Result<R, Error>> = (0..len)
-                .map(|i| match failed.next_if(|(at, _)| *at == i) {
-                    Some((_, e)) => Err(e),
-                    None => records
-                        .next()
-                        .map_or_else(|| Err(Error::Protocol("missing result".into())), decode),
-                })
-                .collect();
-            if records.next().is_some() {
-                return Err(Error::Protocol("more results than items".into()));
+            // The records are counted now (a hop per header), so that a
+            // worker answering too few or too many fails the whole chunk.
+            let sent = len - failed.len();
+            let mut count = 0;
+            for record in wire::records(results) {
+                record?;
+                count += 1;
             }
-            Ok(values)
+            if count != sent {
+                return Err(Error::Protocol(format!("{count} results for {sent} items")));
+            }
+            Ok(ChunkResults::lazy(ChunkDecoder::<R> {
+                bytes: results.to_vec(),
+                at: 0,
+                index: 0,
+                len,
+                failed: failed.into_iter().peekable(),
+                value: PhantomData,
+            }))
         });
         settle(&promise, result)
+    }
+}
+
+/// Decodes a chunk's answer one item at a time: each item is its own
+/// record, or its local failure.
+struct ChunkDecoder<R> {
+    bytes: Vec<u8>,
+    /// Where the next record starts.
+    at: usize,
+    index: usize,
+    len: usize,
+    failed: std::iter::Peekable<std::vec::IntoIter<(usize, Error)>>,
+    value: PhantomData<fn() -> R>,
+}
+
+impl<R: DeserializeOwned> Iterator for ChunkDecoder<R> {
+    type Item = Result<R, Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.index >= self.len {
+            return None;
+        }
+        let index = self.index;
+        self.index += 1;
+        if let Some((_, e)) = self.failed.next_if(|(at, _)| *at == index) {
+            return Some(Err(e));
+        }
+        let rest = &self.bytes[self.at..];
+        let mut records = wire::records(rest);
+        let item = match records.next() {
+            Some(Ok(record)) => {
+                self.at += 4 + record.len();
+                decode(Ok(record))
+            }
+            Some(Err(e)) => {
+                self.at = self.bytes.len();
+                Err(e)
+            }
+            None => Err(Error::Protocol("missing result".into())),
+        };
+        Some(item)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let left = self.len - self.index;
+        (left, Some(left))
     }
 }

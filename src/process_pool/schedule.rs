@@ -193,22 +193,22 @@ impl Shared {
                 ticket: job.ticket,
                 id: job.id,
             };
-            if !job.sink.set_gate(Box::new(gate)) {
-                continue; // cancelled just now: never sent
-            }
-            if !job.abortable {
-                job.abortable = true;
-                // Weak: the handler lives in the job's own future, which
-                // the pool holds; a strong one would be a cycle, and would
-                // keep the pool alive as long as any of its futures.
+            // Weak: the abort handler lives in the job's own future, which
+            // the pool holds; a strong one would be a cycle, and would keep
+            // the pool alive as long as any of its futures. Installed once.
+            let abort = (!job.abortable).then(|| {
                 let weak: Weak<Shared> = Arc::downgrade(self);
                 let id = job.id;
-                job.sink.set_abort_handler(Box::new(move || {
+                Box::new(move || {
                     if let Some(shared) = weak.upgrade() {
                         shared.abort(id);
                     }
-                }));
+                }) as Box<dyn FnOnce() + Send>
+            });
+            if !job.sink.set_gate(Box::new(gate), abort) {
+                continue; // cancelled just now: never sent
             }
+            job.abortable = true;
             bytes += job.payload.items.len();
             jobs.push((job.id, job.ticket, Arc::clone(&job.payload)));
             slot.inflight.push_back(job);

@@ -20,7 +20,7 @@ pub use builder::ThreadPoolBuilder;
 pub use scope::Scope;
 
 use crate::future::HasCore;
-use crate::map::{ChunkSource, Map, MapOptions};
+use crate::map::{ChunkResults, ChunkSource, Map, MapOptions};
 use crate::{Error, Future, TaskFn};
 use job::{JobRef, TaskCell};
 use registry::Registry;
@@ -188,10 +188,12 @@ impl ThreadPoolExecutor {
             let n = chunk.len();
             let f = Arc::clone(&f);
             let run_chunk = move || {
-                chunk
-                    .into_iter()
-                    .map(|item| crate::panic::catch(|| f(item)))
-                    .collect()
+                ChunkResults::from_vec(
+                    chunk
+                        .into_iter()
+                        .map(|item| crate::panic::catch(|| f(item)))
+                        .collect(),
+                )
             };
             Some(submit_to(&registry, run_chunk).map(|future| (n, future)))
         });
