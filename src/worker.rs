@@ -3,8 +3,8 @@
 //! A pool starts a worker by re-executing the current program (on Linux the
 //! very file the parent runs, `/proc/self/exe`, even if it was rebuilt or
 //! deleted since; elsewhere [`std::env::current_exe`]) with the environment
-//! variable [`WORKER_ENV`] naming the file descriptors of its connection to
-//! the pool and of the ticket board it shares with the pool.
+//! variable [`WORKER_ENV`]; its connection to the pool is its stdin (moved
+//! away at once; tasks see an empty stdin).
 //!
 //! **No set-up line is needed** on Linux, Android, the BSDs and macOS: the
 //! library puts a static constructor in the program (an `.init_array` /
@@ -47,7 +47,7 @@
 //!   completed and their result was lost.
 
 use std::io::{BufReader, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::net::UnixStream;
 use std::panic::catch_unwind;
 use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicUsize, Ordering};
@@ -59,9 +59,10 @@ use crate::wire::{self, FromWorkerRef, PROTOCOL_VERSION, RemoteError, ToWorkerRe
 use serde_bytes::Bytes;
 
 /// The environment variable that makes a process of this program a worker;
-/// its value is `CONNECTION:BOARD`, the file descriptors of the worker's
-/// connection to its pool and of the ticket board it shares with the pool.
-pub const WORKER_ENV: &str = "CONCURRENT_FUTURES_WORKER_FD";
+/// its value is the pool's process id. The worker's connection to its pool
+/// is its stdin, and the ticket board it shares with the pool comes as the
+/// first message on it.
+pub const WORKER_ENV: &str = "CONCURRENT_FUTURES_WORKER";
 
 /// Exit code of a worker whose connection broke or carried garbage.
 const EXIT_PROTOCOL: i32 = 86;
@@ -80,25 +81,42 @@ pub fn run_if_worker() {
     // the first line of `main`, when the program has no other thread that
     // could read the environment concurrently.
     unsafe { std::env::remove_var(WORKER_ENV) };
-    let fds = value.to_str().and_then(|s| {
-        let (a, b) = s.split_once(':')?;
-        Some((a.parse::<RawFd>().ok()?, b.parse::<RawFd>().ok()?))
-    });
-    let Some((fd, board_fd)) = fds.filter(|(a, b)| *a >= 0 && *b >= 0 && a != b) else {
+    let parent = value.to_str().and_then(|s| s.parse::<libc::pid_t>().ok());
+    let Some(parent) = parent else {
         eprintln!("concurrent_futures worker: bad {WORKER_ENV} value {value:?}");
         std::process::exit(EXIT_PROTOCOL);
     };
-    // SAFETY: the pool passed us these descriptors, open and not CLOEXEC:
-    // the worker's connection and its ticket board, owned by nothing else
-    // in this process. Setting CLOEXEC keeps them out of processes that
-    // tasks may start (they would otherwise hold the connection open after
-    // this worker died).
-    let (stream, board) = unsafe {
-        libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
-        libc::fcntl(board_fd, libc::F_SETFD, libc::FD_CLOEXEC);
-        (UnixStream::from_raw_fd(fd), OwnedFd::from_raw_fd(board_fd))
+    // Die with the pool's thread that started us, or with the whole pool;
+    // if the pool is gone already, nobody will read our answers.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    // SAFETY: prctl and getppid have no memory effects.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        if libc::getppid() != parent {
+            std::process::exit(EXIT_PROTOCOL);
+        }
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let _ = parent;
+    // The connection came as stdin: move it to a descriptor of its own,
+    // close-on-exec (processes a task starts must not hold it open after
+    // this worker died), and give tasks an empty stdin.
+    // SAFETY: fd 0 is the connection the pool passed, owned by nothing
+    // else in this process; F_DUPFD_CLOEXEC makes a new descriptor that we
+    // own; /dev/null replaces fd 0 with dup2, which closes the original.
+    let stream = unsafe {
+        let fd = libc::fcntl(0, libc::F_DUPFD_CLOEXEC, 3);
+        if fd < 0 {
+            std::process::exit(EXIT_PROTOCOL);
+        }
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+        if null >= 0 {
+            libc::dup2(null, 0);
+            libc::close(null);
+        }
+        UnixStream::from_raw_fd(fd)
     };
-    let board = match Board::attach(board) {
+    let board = match Board::receive(&stream) {
         Ok(board) => board,
         Err(e) => {
             eprintln!("concurrent_futures worker: cannot map the ticket board: {e}");

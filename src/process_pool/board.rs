@@ -27,8 +27,28 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The byte that carries the board's descriptor to the worker.
+const HANDOVER: u8 = 0xB0;
+
+/// Control-message space for one descriptor, aligned for `cmsghdr`.
+#[repr(C, align(8))]
+struct Control([u8; Control::SPACE]);
+
+impl Control {
+    const SPACE: usize = 64;
+
+    fn new() -> Control {
+        Control([0; Control::SPACE])
+    }
+
+    fn as_mut_ptr(&mut self) -> *mut libc::c_void {
+        self.0.as_mut_ptr().cast()
+    }
+}
 
 /// Tickets per worker: more than a worker ever has in flight.
 pub(crate) const TICKETS: usize = 256;
@@ -77,8 +97,8 @@ impl Board {
         Board::map(fd)
     }
 
-    /// The worker's side: maps the board whose descriptor the pool passed.
-    pub(crate) fn attach(fd: OwnedFd) -> io::Result<Board> {
+    /// Maps the board whose descriptor the pool passed.
+    fn attach(fd: OwnedFd) -> io::Result<Board> {
         // SAFETY: an all-zero `stat` is a valid value to be overwritten.
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
         // SAFETY: `fd` is open and `st` is a valid out-pointer.
@@ -114,9 +134,85 @@ impl Board {
         Ok(Board { tickets, fd })
     }
 
-    /// The descriptor to hand to the worker.
-    pub(crate) fn raw_fd(&self) -> RawFd {
-        self.fd.as_raw_fd()
+    /// Hands the board to the worker at the other end of `stream`, as the
+    /// first byte on it with the board's descriptor attached (SCM_RIGHTS).
+    pub(crate) fn send(&self, stream: &UnixStream) -> io::Result<()> {
+        let mut byte = [HANDOVER];
+        let mut iov = libc::iovec {
+            iov_base: byte.as_mut_ptr().cast(),
+            iov_len: 1,
+        };
+        let mut control = Control::new();
+        // SAFETY: an all-zero msghdr is valid; the pointers set below outlive
+        // the call, and the control buffer is sized and aligned for one
+        // descriptor (see `Control`).
+        unsafe {
+            let mut msg: libc::msghdr = std::mem::zeroed();
+            msg.msg_iov = &mut iov;
+            msg.msg_iovlen = 1;
+            msg.msg_control = control.as_mut_ptr();
+            // Exactly one control message: the kernel parses all of it.
+            msg.msg_controllen = libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) as _;
+            let cmsg = libc::CMSG_FIRSTHDR(&msg);
+            (*cmsg).cmsg_level = libc::SOL_SOCKET;
+            (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+            (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<RawFd>() as u32) as _;
+            std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<RawFd>(), self.fd.as_raw_fd());
+            loop {
+                if libc::sendmsg(stream.as_raw_fd(), &msg, 0) == 1 {
+                    return Ok(());
+                }
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// The worker's side of [`send`](Self::send): receives the board from
+    /// the pool and maps it.
+    pub(crate) fn receive(stream: &UnixStream) -> io::Result<Board> {
+        let mut byte = [0u8];
+        let mut iov = libc::iovec {
+            iov_base: byte.as_mut_ptr().cast(),
+            iov_len: 1,
+        };
+        let mut control = Control::new();
+        // SAFETY: as in `send`; recvmsg writes at most `msg_controllen` bytes
+        // of control data, and a descriptor it passes is new and ours.
+        let fd = unsafe {
+            let mut msg: libc::msghdr = std::mem::zeroed();
+            msg.msg_iov = &mut iov;
+            msg.msg_iovlen = 1;
+            msg.msg_control = control.as_mut_ptr();
+            msg.msg_controllen = Control::SPACE as _;
+            let n = loop {
+                let n = libc::recvmsg(stream.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC);
+                if n >= 0 || io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+                    break n;
+                }
+            };
+            if n < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let cmsg = libc::CMSG_FIRSTHDR(&msg);
+            let passed = n == 1
+                && byte[0] == HANDOVER
+                && !cmsg.is_null()
+                && (*cmsg).cmsg_level == libc::SOL_SOCKET
+                && (*cmsg).cmsg_type == libc::SCM_RIGHTS;
+            if !passed {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "the pool did not hand over a ticket board",
+                ));
+            }
+            OwnedFd::from_raw_fd(std::ptr::read_unaligned(
+                libc::CMSG_DATA(cmsg).cast::<RawFd>(),
+            ))
+        };
+        Board::attach(fd)
     }
 
     fn ticket(&self, index: u32) -> &AtomicU64 {
@@ -269,8 +365,9 @@ mod tests {
     #[test]
     fn exactly_one_of_start_and_cancel_wins() {
         let pool = Board::create().unwrap();
-        let dup = pool.fd.try_clone().unwrap();
-        let worker = Board::attach(dup).unwrap();
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        pool.send(&ours).unwrap();
+        let worker = Board::receive(&theirs).unwrap();
         pool.post(3, 7);
         assert_eq!(pool.phase(3, 7), Phase::Sent);
         assert_eq!(worker.start(3, 7), Ok(true));

@@ -5,13 +5,17 @@
 //!
 //! Guarantees:
 //! * the worker inherits exactly one descriptor from the pool, its end of the
-//!   socket, named in [`WORKER_ENV`]; its stdin is null;
+//!   socket, as its stdin (it moves it and puts `/dev/null` there); the
+//!   ticket board follows over the socket; nothing runs between fork and
+//!   exec, so workers start with `posix_spawn`;
 //! * on Linux every worker runs the very file the parent runs, even after
 //!   that file was deleted or replaced on disk (a rebuild): it is executed
 //!   through `/proc/self/exe`, so a pool neither breaks nor mixes two builds;
 //!   its `argv[0]` is still the program's path;
 //! * on Linux the worker dies with the thread that started it (its
-//!   supervisor) or with the whole parent, so no worker outlives its pool;
+//!   supervisor) or with the whole parent, so no worker outlives its pool
+//!   (it sets `PR_SET_PDEATHSIG` itself, first thing, and exits if its
+//!   parent is already gone);
 //! * a worker that does not send its handshake within [`START_TIMEOUT`] is
 //!   given up on, and an initializer gets the per-task timeout;
 //! * a death is seen without polling: the reader of a worker's answers
@@ -39,6 +43,7 @@ use crate::Error;
 use crate::wire::{self, FromWorkerRef, PROTOCOL_VERSION, ToWorkerRef};
 use crate::worker::WORKER_ENV;
 
+use super::board::Board;
 use super::shared::{Config, Initializer};
 
 /// How long a new worker may take to say it is ready.
@@ -56,45 +61,44 @@ pub(super) struct Process {
     pidfd: Option<OwnedFd>,
 }
 
-/// Starts a worker process with the ticket board `board` and returns it
-/// with the pool's end of its socket.
+/// Starts a worker process, hands it the ticket board `board`, and returns
+/// it with the pool's end of its socket.
 ///
-/// Call it on the thread that supervises the worker: on Linux the worker is
-/// killed when that thread ends.
-pub(super) fn spawn(board: RawFd) -> Result<(Process, UnixStream), String> {
+/// The worker's end of the socket is its stdin (the worker moves it away
+/// and puts `/dev/null` there), so that nothing needs to run in the child
+/// between fork and exec: the standard library then starts it with
+/// `posix_spawn`, which does not copy this process's page tables (a fork of
+/// a parent with gigabytes of memory costs milliseconds, or fails under
+/// strict overcommit).
+///
+/// Call it on the thread that supervises the worker: on Linux the worker
+/// asks to be killed when that thread ends.
+pub(super) fn spawn(board: &Board) -> Result<(Process, UnixStream), String> {
     let program = program()?;
     let (ours, theirs) =
         UnixStream::pair().map_err(|e| format!("cannot create a socket pair: {e}"))?;
-    let fd = theirs.as_raw_fd();
     let mut command = Command::new(&program.exec);
     command
         .arg0(&program.name)
-        .env(WORKER_ENV, format!("{fd}:{board}"))
-        .stdin(Stdio::null());
-    // SAFETY: the closure runs in the child between fork and exec; it
-    // only makes async-signal-safe system calls: `fcntl` lets the
-    // child's end of the socket and the board survive the exec (both are
-    // CLOEXEC), and on Linux `prctl` kills the worker if this thread (the
-    // worker's supervisor, which outlives it) or the whole parent dies.
-    unsafe {
-        command.pre_exec(move || {
-            if libc::fcntl(fd, libc::F_SETFD, 0) == -1 || libc::fcntl(board, libc::F_SETFD, 0) == -1
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            #[cfg(any(target_os = "linux", target_os = "android"))]
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
+        .env(WORKER_ENV, std::process::id().to_string())
+        .stdin(Stdio::from(OwnedFd::from(theirs)));
     let child = command
         .spawn()
         .map_err(|e| format!("cannot start {}: {e}", program.name.display()))?;
-    // The child has its own copy now; keeping ours would hold the worker's
-    // end open, so that its death would never show as end of stream.
-    drop(theirs);
+    // The child's copy of its end is its stdin now; ours went with the
+    // command (dropped here), so that the worker's death shows as the end of
+    // the stream.
+    drop(command);
     let pidfd = pidfd_open(child.id());
-    Ok((Process { child, pidfd }, ours))
+    let process = Process { child, pidfd };
+    if let Err(e) = board.send(&ours) {
+        // Our child: kill and reap it rather than leave it waiting.
+        let mut process = process;
+        let _ = process.child.kill();
+        let _ = process.child.wait();
+        return Err(format!("cannot hand the ticket board to the worker: {e}"));
+    }
+    Ok((process, ours))
 }
 
 /// A pidfd of our child `pid` (Linux 5.3 and later), or `None`.

@@ -152,7 +152,7 @@ impl Shared {
         let board = Board::create()
             .map(Arc::new)
             .map_err(|e| StartFailure::Spawn(format!("cannot create a ticket board: {e}")))?;
-        let (process, ours) = process::spawn(board.raw_fd()).map_err(StartFailure::Spawn)?;
+        let (process, ours) = process::spawn(&board).map_err(StartFailure::Spawn)?;
         {
             let mut st = self.lock();
             // terminate/kill_workers may have run while this worker started:
