@@ -533,3 +533,32 @@ fn running_out_of_threads_is_a_typed_error_and_the_pool_recovers() {
         String::from_utf8_lossy(&child.stderr)
     );
 }
+
+// ---- a timeout per submit ----------------------------------------------------
+
+#[task]
+fn spin_forever() {
+    loop {
+        std::hint::spin_loop();
+    }
+}
+
+#[test]
+fn a_timeout_per_submit_stops_only_that_task() {
+    let pool = ProcessPoolExecutor::new(1).unwrap();
+    let limit = Duration::from_millis(200);
+    let stuck = pool.submit_timeout(spin_forever, (), limit).unwrap();
+    // Queued behind it, without a deadline of their own.
+    let after: Vec<_> = (0..5u64).map(|i| pool.submit(square, i).unwrap()).collect();
+    assert_eq!(settle(&stuck), Err(Error::TaskTimeout(limit)));
+    for (i, f) in after.iter().enumerate() {
+        assert_eq!(settle(f), Ok((i * i) as u64));
+    }
+    assert!(matches!(
+        pool.submit_timeout(square, 1, Duration::ZERO),
+        Err(Error::InvalidArgument(_))
+    ));
+    // A generous timeout lets a task finish.
+    let fine = pool.submit_timeout(square, 12, LIMIT).unwrap();
+    assert_eq!(settle(&fine), Ok(144));
+}

@@ -4,6 +4,7 @@
 use std::marker::PhantomData;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
@@ -112,16 +113,24 @@ pub(super) struct Job {
     pub(super) ticket: u32,
     /// Its abort handler is installed (on its first sending).
     pub(super) abortable: bool,
+    /// Its own per-task timeout, over the pool's.
+    pub(super) timeout: Option<Duration>,
 }
 
 impl Job {
-    pub(super) fn new(id: u64, payload: Payload, sink: Box<dyn Sink>) -> Job {
+    pub(super) fn new(
+        id: u64,
+        payload: Payload,
+        sink: Box<dyn Sink>,
+        timeout: Option<Duration>,
+    ) -> Job {
         Job {
             id,
             payload: Arc::new(payload),
             sink,
             ticket: 0,
             abortable: false,
+            timeout,
         }
     }
 }

@@ -33,6 +33,7 @@ mod timer;
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -138,13 +139,77 @@ impl ProcessPoolExecutor {
         A: Serialize + 'static,
         F::Output: DeserializeOwned + Send + 'static,
     {
+        self.submit_job(task, args, None)
+    }
+
+    /// Like [`submit`](Self::submit), with a timeout for this task alone
+    /// (over the pool's own [`timeout`](ProcessPoolBuilder::timeout), if
+    /// any), as pebble's `schedule(timeout=)`: if the task still runs
+    /// `timeout` after its worker received it, the worker is killed and
+    /// replaced, and the future fails with [`Error::TaskTimeout`]. The task
+    /// is sent to its worker alone. A zero timeout is an
+    /// [`Error::InvalidArgument`].
+    ///
+    /// ```
+    /// use concurrent_futures::{Error, ProcessPoolExecutor, task};
+    /// use std::time::Duration;
+    ///
+    /// #[task]
+    /// fn spin() {
+    ///     loop {
+    ///         std::hint::spin_loop();
+    ///     }
+    /// }
+    ///
+    /// #[task]
+    /// fn double(n: u32) -> u32 {
+    ///     n * 2
+    /// }
+    ///
+    /// fn main() {
+    ///     let pool = ProcessPoolExecutor::new(1).unwrap();
+    ///     let stuck = pool.submit_timeout(spin, (), Duration::from_millis(100)).unwrap();
+    ///     assert!(matches!(stuck.into_result(), Err(Error::TaskTimeout(_))));
+    ///     // Other tasks have no deadline, and the pool goes on.
+    ///     assert_eq!(pool.submit(double, 21).unwrap().into_result(), Ok(42));
+    /// }
+    /// ```
+    pub fn submit_timeout<F, A, M>(
+        &self,
+        task: F,
+        args: A,
+        timeout: Duration,
+    ) -> Result<Future<F::Output>, Error>
+    where
+        F: TaskFn<A, M>,
+        A: Serialize + 'static,
+        F::Output: DeserializeOwned + Send + 'static,
+    {
+        if timeout.is_zero() {
+            return Err(Error::InvalidArgument("timeout must not be zero".into()));
+        }
+        self.submit_job(task, args, Some(timeout))
+    }
+
+    fn submit_job<F, A, M>(
+        &self,
+        task: F,
+        args: A,
+        timeout: Option<Duration>,
+    ) -> Result<Future<F::Output>, Error>
+    where
+        F: TaskFn<A, M>,
+        A: Serialize + 'static,
+        F::Output: DeserializeOwned + Send + 'static,
+    {
         let _ = task;
         let task = TaskRef::of::<F, A, M>()?;
         let mut items = Vec::new();
         encode_into(&args, &mut items)?;
         let (promise, future) = Promise::new();
         let payload = Payload { task, items };
-        self.shared.submit(payload, Box::new(One { promise }))?;
+        self.shared
+            .submit(payload, Box::new(One { promise }), timeout)?;
         Ok(future)
     }
 
@@ -235,7 +300,7 @@ impl ProcessPoolExecutor {
                 task,
                 items: packed,
             };
-            match shared.submit(payload, Box::new(sink)) {
+            match shared.submit(payload, Box::new(sink), None) {
                 Ok(()) => Some(Ok((len, future))),
                 Err(e) => Some(Err(e)),
             }

@@ -148,17 +148,19 @@ impl Shared {
                 }
             }
         }
-        self.start_timer(st);
+        self.start_timer(st, false);
         Failures::new()
     }
 
     /// How many jobs the idle worker at `index` gets next.
     fn batch_limit(&self, st: &State, index: usize) -> usize {
         let slot = &st.slots[index];
-        let mut limit = match (self.config.timeout, slot.job_time) {
+        let timed = self.config.timeout.is_some()
+            || st.queue.front().is_some_and(|job| job.timeout.is_some());
+        let mut limit = match (timed, slot.job_time) {
             // A deadline is per job; an unknown job time may be long.
-            (Some(_), _) | (None, None) => 1,
-            (None, Some(t)) => {
+            (true, _) | (false, None) => 1,
+            (false, Some(t)) => {
                 let fit = BATCH_WORK.as_nanos() / t.as_nanos().max(1);
                 let fair = st.queue.len().div_ceil(self.config.max_workers);
                 (fit as usize).clamp(1, MAX_BATCH).min(fair.max(1))
@@ -178,7 +180,11 @@ impl Shared {
         let mut bytes = 0;
         while jobs.len() < limit {
             let Some(job) = st.queue.front() else { break };
-            if !jobs.is_empty() && bytes + job.payload.items.len() > BATCH_BYTES {
+            // A job with a timeout of its own goes alone: the deadline is
+            // the batch's.
+            if !jobs.is_empty()
+                && (bytes + job.payload.items.len() > BATCH_BYTES || job.timeout.is_some())
+            {
                 break;
             }
             let mut job = st.queue.pop_front().expect("front exists");
@@ -216,15 +222,19 @@ impl Shared {
         if jobs.is_empty() {
             return None;
         }
-        let deadline = self
-            .config
-            .timeout
-            .and_then(|timeout| Instant::now().checked_add(timeout));
+        let timeout = st.slots[index]
+            .inflight
+            .front()
+            .and_then(|job| job.timeout)
+            .or(self.config.timeout);
+        let deadline = timeout.and_then(|timeout| Instant::now().checked_add(timeout));
         let slot = &mut st.slots[index];
         slot.batch_sent(jobs.len(), deadline);
         if deadline.is_some() {
+            self.start_timer(st, true);
             self.timer.notify_all();
         }
+        let slot = &mut st.slots[index];
         Some(Outgoing {
             worker: slot.id,
             stream,

@@ -125,11 +125,13 @@ impl Shared {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Queues a job and sends it at once if a worker is idle.
+    /// Queues a job (with its own timeout, if any) and sends it at once if
+    /// a worker is idle.
     pub(super) fn submit(
         self: &Arc<Self>,
         payload: Payload,
         sink: Box<dyn Sink>,
+        timeout: Option<Duration>,
     ) -> Result<(), Error> {
         let mut st = self.lock();
         if let Some(reason) = &st.broken {
@@ -140,7 +142,7 @@ impl Shared {
         }
         let id = st.next_job;
         st.next_job += 1;
-        st.queue.push_back(Job::new(id, payload, sink));
+        st.queue.push_back(Job::new(id, payload, sink, timeout));
         let batches = self.schedule(&mut st);
         drop(st);
         batches.send(self);

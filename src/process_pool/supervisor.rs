@@ -269,7 +269,7 @@ impl Shared {
                 Phase::Sent => requeue.push(job),
                 Phase::Cancelled => {}
                 Phase::Started if slot.stopped == Some(Stop::Timeout(job.id)) => {
-                    let timeout = self.config.timeout.unwrap_or_default();
+                    let timeout = job.timeout.or(self.config.timeout).unwrap_or_default();
                     failures.push((job.sink, Error::TaskTimeout(timeout)));
                 }
                 Phase::Started => failures.push((job.sink, died(false))),

@@ -1,11 +1,13 @@
-//! The timer thread of a pool with a per-task timeout: it kills a worker
+//! The timer thread of a pool with per-task timeouts (the pool's, or a
+//! task's own from `submit_timeout`): it kills a worker
 //! whose job runs past its deadline, so that the job fails with
 //! [`Error::TaskTimeout`](crate::Error::TaskTimeout) and the worker is
 //! replaced.
 //!
 //! Guarantees:
-//! * at most one timer thread per pool, started with the first worker and
-//!   ended once the pool is shut down with no worker and no job left;
+//! * at most one timer thread per pool, started with the first worker (or
+//!   the first job with a timeout of its own) and ended once the pool is
+//!   shut down with no worker and no job left;
 //! * it sleeps on the pool's condvar until the nearest deadline: whoever sets
 //!   a deadline, removes a worker or shuts the pool down notifies it;
 //! * the job is marked timed out before its worker is killed, so that the
@@ -21,9 +23,11 @@ use super::shared::{Shared, State};
 use super::slot::Stop;
 
 impl Shared {
-    /// Starts the timer thread if the pool needs one and has none.
-    pub(super) fn start_timer(self: &Arc<Self>, st: &mut State) {
-        if self.config.timeout.is_some() && !st.timer_running && !st.slots.is_empty() {
+    /// Starts the timer thread if the pool needs one (it has a per-task
+    /// timeout, or `needed`: a job with its own is being sent) and has none.
+    pub(super) fn start_timer(self: &Arc<Self>, st: &mut State, needed: bool) {
+        let needed = needed || self.config.timeout.is_some();
+        if needed && !st.timer_running && !st.slots.is_empty() {
             let shared = Arc::clone(self);
             if let Ok(handle) = thread::Builder::new()
                 .name("process-pool-timer".into())
