@@ -68,7 +68,7 @@ pub mod thread_pool;
 pub mod wait;
 
 pub use error::{Error, Result};
-pub use future::{Future, Promise, State, Waitable};
+pub use future::{AbortOnDrop, Future, Promise, State, Waitable};
 pub use map::{Map, MapOptions};
 pub use task_fn::TaskFn;
 pub use thread_pool::{Scope, ThreadPoolBuilder, ThreadPoolExecutor};

@@ -562,3 +562,36 @@ fn a_timeout_per_submit_stops_only_that_task() {
     let fine = pool.submit_timeout(square, 12, LIMIT).unwrap();
     assert_eq!(settle(&fine), Ok(144));
 }
+
+// ---- async callers: a dropped await stops its task ------------------------------
+
+#[test]
+fn an_abandoned_await_stops_its_process_task() {
+    let pool = ProcessPoolExecutor::new(1).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let spinning = pool.submit(spin_forever, ()).unwrap().abort_on_drop();
+    let waited =
+        rt.block_on(async { tokio::time::timeout(Duration::from_millis(50), spinning).await });
+    assert!(waited.is_err(), "the task never ends by itself");
+    // The guard went with the timeout: the worker was stopped, so the only
+    // worker is free again (otherwise this would wait forever).
+    assert_eq!(
+        pool.submit(square, 5).unwrap().result_timeout(LIMIT),
+        Ok(&25)
+    );
+}
+
+#[test]
+fn an_awaited_guard_gives_the_value_and_into_inner_keeps_the_task() {
+    let pool = ProcessPoolExecutor::new(1).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let guarded = pool.submit(square, 6).unwrap().abort_on_drop();
+    assert_eq!(rt.block_on(guarded), Ok(36));
+    let kept = pool.submit(square, 7).unwrap().abort_on_drop().into_inner();
+    assert_eq!(settle(&kept), Ok(49));
+}

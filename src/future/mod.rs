@@ -5,6 +5,7 @@
 //! the machine and its guarantees. A future is also a
 //! [`std::future::Future`], so `async` code can `.await` it.
 
+mod guard;
 mod promise;
 pub(crate) mod state;
 
@@ -15,6 +16,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+pub use guard::AbortOnDrop;
 pub use promise::Promise;
 pub(crate) use promise::{Canceller, DeferredCallbacks};
 use state::{CANCELLED, FINISHED, Header, PENDING, RUNNING};
@@ -182,6 +184,13 @@ impl<T> Future<T> {
     /// task returns `false`). Returns `true` if the future ended cancelled.
     pub fn abort(&self) -> bool {
         self.header().abort()
+    }
+
+    /// Wraps the future so that dropping it before it settled stops the
+    /// task ([`abort`](Self::abort)): for async code, where a dropped
+    /// `.await` should not leave the work running. See [`AbortOnDrop`].
+    pub fn abort_on_drop(self) -> AbortOnDrop<T> {
+        AbortOnDrop::new(self)
     }
 
     /// True if the future was cancelled.
