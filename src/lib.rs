@@ -69,7 +69,7 @@ pub mod wait;
 
 pub use error::{Error, Result};
 pub use future::{AbortOnDrop, Future, Promise, State, Waitable};
-pub use map::{Map, MapOptions};
+pub use map::{Map, MapOptions, MapUnordered};
 pub use task_fn::TaskFn;
 pub use thread_pool::{Scope, ThreadPoolBuilder, ThreadPoolExecutor};
 pub use wait::{AsCompleted, ReturnWhen, Waited, as_completed, wait};

@@ -6,6 +6,9 @@
 //! Dropping the iterator once iteration has begun cancels every submitted
 //! chunk that has not started; an iterator dropped before its first `next`
 //! leaves the work running, as Python's `map` does (fire and forget).
+//!
+//! [`MapUnordered`] is the same over the same [`ChunkSource`], in completion
+//! order instead of input order.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -13,6 +16,9 @@ use std::time::{Duration, Instant};
 
 use crate::future::deadline;
 use crate::{Error, Future};
+
+mod unordered;
+pub use unordered::{MapUnordered, NO_POSITION};
 
 /// Options for `map_with`: a deadline, bounded submission, and batching.
 ///

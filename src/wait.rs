@@ -304,7 +304,7 @@ impl WaitSet {
 
     /// Blocks until some keys are recorded (or the deadline passes) and
     /// takes them. Empty means the deadline passed.
-    fn take_finished(&self, deadline: Option<Instant>) -> Vec<usize> {
+    pub(crate) fn take_finished(&self, deadline: Option<Instant>) -> Vec<usize> {
         let mut s = lock(&self.state);
         while s.finished.is_empty() {
             let (guard, timed_out) = wait_until(&self.cond, s, deadline);

@@ -1060,3 +1060,85 @@ fn a_process_future_can_be_awaited() {
     let value = rt.block_on(async { tokio::time::timeout(LIMIT, f).await });
     assert_eq!(value.unwrap(), Ok(42));
 }
+
+// ---- map_unordered ----------------------------------------------------------
+
+#[test]
+fn map_unordered_every_position_once_in_any_chunking() {
+    let pool = ProcessPoolExecutor::new(2).unwrap();
+    for opts in [
+        MapOptions::new(),
+        MapOptions::new().chunksize(7),
+        MapOptions::new().chunksize(3).buffersize(2),
+    ] {
+        let mut got: Vec<(usize, u64)> = pool
+            .map_unordered_with(square, 0..40, opts.timeout(LIMIT))
+            .unwrap()
+            .map(|(i, r)| (i, r.unwrap()))
+            .collect();
+        got.sort_unstable();
+        assert_eq!(
+            got,
+            (0..40).map(|n| (n as usize, n * n)).collect::<Vec<_>>()
+        );
+    }
+}
+
+#[test]
+fn map_unordered_goes_on_after_a_failing_item() {
+    let pool = ProcessPoolExecutor::new(2).unwrap();
+    let mut got: Vec<_> = pool
+        .map_unordered_with(
+            checked_div,
+            [(6, 3), (1, 0), (8, 2)],
+            MapOptions::new().chunksize(2).timeout(LIMIT),
+        )
+        .unwrap()
+        .collect();
+    got.sort_by_key(|(i, _)| *i);
+    assert_eq!(got[0], (0, Ok(2)));
+    assert!(matches!(got[1], (1, Err(Error::Panicked { .. }))));
+    assert_eq!(got[2], (2, Ok(4)));
+}
+
+#[test]
+fn map_unordered_with_buffersize_takes_an_infinite_input() {
+    let pool = ProcessPoolExecutor::new(2).unwrap();
+    let got: Vec<(usize, u64)> = pool
+        .map_unordered_with(
+            square,
+            0..,
+            MapOptions::new().buffersize(4).chunksize(3).timeout(LIMIT),
+        )
+        .unwrap()
+        .take(100)
+        .map(|(i, r)| (i, r.unwrap()))
+        .collect();
+    let positions: HashSet<usize> = got.iter().map(|(i, _)| *i).collect();
+    assert_eq!(positions.len(), 100);
+    assert!(got.iter().all(|&(i, v)| v == (i * i) as u64));
+    assert!(positions.iter().all(|&i| i < 100 + 5 * 3));
+}
+
+#[test]
+fn map_unordered_timeout_ends_with_one_error() {
+    let gates = Gates::new();
+    let pool = ProcessPoolExecutor::new(1).unwrap();
+    let mut results = pool
+        .map_unordered_with(
+            gate,
+            vec![gates.path.clone(); 3],
+            MapOptions::new().timeout(Duration::from_millis(200)),
+        )
+        .unwrap();
+    let (_, first) = gates.started();
+    assert!(matches!(
+        results.next(),
+        Some((
+            concurrent_futures::map::NO_POSITION,
+            Err(Error::Timeout { .. })
+        ))
+    ));
+    assert!(results.next().is_none());
+    gates.release(&first);
+}

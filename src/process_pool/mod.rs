@@ -41,7 +41,7 @@ use serde::de::DeserializeOwned;
 pub use builder::{InitializerOutput, ProcessPoolBuilder};
 
 use crate::TaskFn;
-use crate::map::{ChunkSource, Map, MapOptions};
+use crate::map::{ChunkSource, Map, MapOptions, MapUnordered};
 use crate::registry::TaskRef;
 use crate::wire::{self, MAX_FRAME};
 use crate::{Error, Future, Promise};
@@ -259,10 +259,89 @@ impl ProcessPoolExecutor {
         I: IntoIterator<Item = A>,
         I::IntoIter: 'a,
     {
-        let _ = task;
         options.validate()?;
+        Map::new(
+            &options,
+            self.chunk_source(task, items, options.get_chunksize())?,
+        )
+    }
+
+    /// Like [`map`](Self::map), but yields each result as soon as its chunk
+    /// completes, paired with the position of its item in the input:
+    /// `(position, Result)`; see [`MapUnordered`]. Everything is submitted
+    /// before this returns, one message per item.
+    ///
+    /// ```
+    /// use concurrent_futures::{ProcessPoolExecutor, task};
+    ///
+    /// #[task]
+    /// fn cube(n: u64) -> u64 {
+    ///     n * n * n
+    /// }
+    ///
+    /// fn main() {
+    ///     let pool = ProcessPoolExecutor::new(2).unwrap();
+    ///     let mut cubes = vec![0; 4];
+    ///     for (i, r) in pool.map_unordered(cube, 0..4).unwrap() {
+    ///         cubes[i] = r.unwrap();
+    ///     }
+    ///     assert_eq!(cubes, [0, 1, 8, 27]);
+    /// }
+    /// ```
+    pub fn map_unordered<'a, F, A, M, I>(
+        &self,
+        task: F,
+        items: I,
+    ) -> Result<MapUnordered<'a, F::Output>, Error>
+    where
+        F: TaskFn<A, M>,
+        A: Serialize + 'static,
+        F::Output: DeserializeOwned + Send + 'static,
+        I: IntoIterator<Item = A>,
+        I::IntoIter: 'a,
+    {
+        self.map_unordered_with(task, items, MapOptions::new())
+    }
+
+    /// [`map_unordered`](Self::map_unordered) with the options of
+    /// [`map_with`](Self::map_with). With a buffersize, a new chunk is
+    /// submitted whenever the consumer takes up a completed one, so a slow
+    /// chunk does not hold back the others.
+    pub fn map_unordered_with<'a, F, A, M, I>(
+        &self,
+        task: F,
+        items: I,
+        options: MapOptions,
+    ) -> Result<MapUnordered<'a, F::Output>, Error>
+    where
+        F: TaskFn<A, M>,
+        A: Serialize + 'static,
+        F::Output: DeserializeOwned + Send + 'static,
+        I: IntoIterator<Item = A>,
+        I::IntoIter: 'a,
+    {
+        options.validate()?;
+        let source = self.chunk_source(task, items, options.get_chunksize())?;
+        MapUnordered::new(&options, source)
+    }
+
+    /// The chunks of `map` and `map_unordered`: one message per `chunksize`
+    /// items. Fails at once if `task` is not registered.
+    fn chunk_source<'a, F, A, M, I>(
+        &self,
+        task: F,
+        items: I,
+        chunksize: usize,
+    ) -> Result<ChunkSource<'a, F::Output>, Error>
+    where
+        F: TaskFn<A, M>,
+        A: Serialize + 'static,
+        F::Output: DeserializeOwned + Send + 'static,
+        I: IntoIterator<Item = A>,
+        I::IntoIter: 'a,
+    {
+        let _ = task;
         let task = TaskRef::of::<F, A, M>()?;
-        let chunksize = options.get_chunksize();
         let shared = Arc::clone(&self.shared);
         let mut items = items.into_iter();
         let source: ChunkSource<'a, F::Output> = Box::new(move || {
@@ -305,7 +384,7 @@ impl ProcessPoolExecutor {
                 Err(e) => Some(Err(e)),
             }
         });
-        Map::new(&options, source)
+        Ok(source)
     }
 
     /// Stops accepting tasks: later submits fail with [`Error::ShutDown`].

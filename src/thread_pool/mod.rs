@@ -20,7 +20,7 @@ pub use builder::ThreadPoolBuilder;
 pub use scope::Scope;
 
 use crate::future::HasCore;
-use crate::map::{ChunkResults, ChunkSource, Map, MapOptions};
+use crate::map::{ChunkResults, ChunkSource, Map, MapOptions, MapUnordered};
 use crate::{Error, Future, TaskFn};
 use job::{JobRef, TaskCell};
 use registry::Registry;
@@ -176,11 +176,97 @@ impl ThreadPoolExecutor {
         T: Send + 'static,
     {
         options.validate()?;
+        Map::new(
+            &options,
+            self.chunk_source(f, items, options.get_chunksize()),
+        )
+    }
+
+    /// Like [`map`](Self::map), but yields each result as soon as its chunk
+    /// completes, paired with the position of its item in the input:
+    /// `(position, Result)`. Everything is submitted before this returns;
+    /// see [`map_unordered_with`](Self::map_unordered_with) for a
+    /// buffersize, a chunksize and a timeout, and [`MapUnordered`] for the
+    /// details.
+    ///
+    /// ```
+    /// use concurrent_futures::ThreadPoolExecutor;
+    ///
+    /// let pool = ThreadPoolExecutor::new(4).unwrap();
+    /// let mut lengths = vec![0; 3];
+    /// for (i, len) in pool.map_unordered(|s: &str| s.len(), ["a", "bb", "ccc"]).unwrap() {
+    ///     lengths[i] = len.unwrap();
+    /// }
+    /// assert_eq!(lengths, [1, 2, 3]);
+    /// ```
+    pub fn map_unordered<'a, I, F, T>(&self, f: F, items: I) -> Result<MapUnordered<'a, T>, Error>
+    where
+        I: IntoIterator,
+        I::IntoIter: 'a,
+        I::Item: Send + 'static,
+        F: Fn(I::Item) -> T + Send + Sync + 'static,
+        T: Send + 'static,
+    {
+        self.map_unordered_with(f, items, MapOptions::new())
+    }
+
+    /// [`map_unordered`](Self::map_unordered) with a timeout, a buffersize
+    /// or a chunksize; see [`MapOptions`]. With a buffersize, a new chunk is
+    /// submitted whenever the consumer takes up a completed one, so a slow
+    /// chunk does not hold back the others.
+    ///
+    /// ```
+    /// use concurrent_futures::{MapOptions, ThreadPoolExecutor};
+    ///
+    /// let pool = ThreadPoolExecutor::new(2).unwrap();
+    /// let opts = MapOptions::new().buffersize(4).chunksize(8);
+    /// let mut seen: Vec<usize> = pool
+    ///     .map_unordered_with(|n: u64| n * 2, 0.., opts)
+    ///     .unwrap()
+    ///     .take(100)
+    ///     .map(|(i, r)| {
+    ///         assert_eq!(r, Ok(i as u64 * 2));
+    ///         i
+    ///     })
+    ///     .collect();
+    /// seen.sort_unstable();
+    /// seen.dedup();
+    /// assert_eq!(seen.len(), 100);
+    /// ```
+    pub fn map_unordered_with<'a, I, F, T>(
+        &self,
+        f: F,
+        items: I,
+        options: MapOptions,
+    ) -> Result<MapUnordered<'a, T>, Error>
+    where
+        I: IntoIterator,
+        I::IntoIter: 'a,
+        I::Item: Send + 'static,
+        F: Fn(I::Item) -> T + Send + Sync + 'static,
+        T: Send + 'static,
+    {
+        options.validate()?;
+        MapUnordered::new(
+            &options,
+            self.chunk_source(f, items, options.get_chunksize()),
+        )
+    }
+
+    /// The chunks of `map` and `map_unordered`: one task per `chunksize`
+    /// items, each item's panic caught on its own.
+    fn chunk_source<'a, I, F, T>(&self, f: F, items: I, chunksize: usize) -> ChunkSource<'a, T>
+    where
+        I: IntoIterator,
+        I::IntoIter: 'a,
+        I::Item: Send + 'static,
+        F: Fn(I::Item) -> T + Send + Sync + 'static,
+        T: Send + 'static,
+    {
         let f = Arc::new(f);
         let registry = Arc::clone(&self.registry);
-        let chunksize = options.get_chunksize();
         let mut items = items.into_iter();
-        let source: ChunkSource<'a, T> = Box::new(move || {
+        Box::new(move || {
             let chunk: Vec<I::Item> = items.by_ref().take(chunksize).collect();
             if chunk.is_empty() {
                 return None;
@@ -196,8 +282,7 @@ impl ThreadPoolExecutor {
                 )
             };
             Some(submit_to(&registry, run_chunk).map(|future| (n, future)))
-        });
-        Map::new(&options, source)
+        })
     }
 
     /// Runs `body` with a [`Scope`] whose tasks may borrow from the caller's

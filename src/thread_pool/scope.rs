@@ -1,5 +1,12 @@
 //! Scoped submission: tasks that borrow from the caller's stack, all joined
 //! before the scope returns (the model is `std::thread::scope`).
+//!
+//! Guarantees:
+//! - Every task submitted through a scope, by `submit` or `map`, has
+//!   finished or been dropped unrun before `scope` returns.
+//! - `Scope::map` is `ThreadPoolExecutor::map` with borrowing closures and
+//!   items: same `MapOptions`, same per-item results, same cancellation on
+//!   drop. Its iterator borrows the scope, so it cannot leave it.
 
 use std::marker::PhantomData;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
@@ -8,6 +15,7 @@ use std::sync::Arc;
 use super::job::{Job, JobRef, TaskCell};
 use super::registry::Registry;
 use crate::future::HasCore;
+use crate::map::{ChunkResults, ChunkSource, Map, MapOptions};
 use crate::sync::{Condvar, Mutex, lock};
 use crate::{Error, Future};
 
@@ -75,6 +83,108 @@ impl<'scope> Scope<'scope, '_> {
                 Err(error)
             }
         }
+    }
+
+    /// Runs `f` on every item and yields the results in input order, one
+    /// `Result` per item, like [`ThreadPoolExecutor::map`], except that `f`
+    /// and the items may borrow anything that outlives the scope. Everything
+    /// is submitted before this returns.
+    ///
+    /// The results themselves must own their data (`T: 'static`): they
+    /// travel in the chunk futures that `map` shares with the pools. A task
+    /// that returns a borrow can use [`submit`](Self::submit).
+    ///
+    /// ```
+    /// use concurrent_futures::ThreadPoolExecutor;
+    ///
+    /// let pool = ThreadPoolExecutor::new(2).unwrap();
+    /// let urls = vec!["https://a.example".to_string(), "https://bb.example".to_string()];
+    /// let lengths: Vec<usize> = pool.scope(|s| {
+    ///     s.map(|u: &String| u.len(), urls.iter())
+    ///         .unwrap()
+    ///         .collect::<Result<_, _>>()
+    ///         .unwrap()
+    /// });
+    /// assert_eq!(lengths, [17, 18]);
+    /// ```
+    ///
+    /// The iterator cannot leave the scope (its tasks borrow what the scope
+    /// protects):
+    ///
+    /// ```compile_fail
+    /// use concurrent_futures::ThreadPoolExecutor;
+    ///
+    /// let pool = ThreadPoolExecutor::new(2).unwrap();
+    /// let words = vec!["a".to_string()];
+    /// let escaped = pool.scope(|s| s.map(|w: &String| w.len(), words.iter()).unwrap());
+    /// ```
+    ///
+    /// [`ThreadPoolExecutor::map`]: super::ThreadPoolExecutor::map
+    pub fn map<I, F, T>(&'scope self, f: F, items: I) -> Result<Map<'scope, T>, Error>
+    where
+        I: IntoIterator,
+        I::IntoIter: 'scope,
+        I::Item: Send + 'scope,
+        F: Fn(I::Item) -> T + Send + Sync + 'scope,
+        T: Send + 'static,
+    {
+        self.map_with(f, items, MapOptions::new())
+    }
+
+    /// [`map`](Self::map) with a timeout, a buffersize or a chunksize; see
+    /// [`MapOptions`].
+    ///
+    /// ```
+    /// use concurrent_futures::{MapOptions, ThreadPoolExecutor};
+    ///
+    /// let pool = ThreadPoolExecutor::new(2).unwrap();
+    /// let data: Vec<u64> = (1..=100).collect();
+    /// let offset = 1;
+    /// let total: u64 = pool.scope(|s| {
+    ///     let opts = MapOptions::new().chunksize(16).buffersize(2);
+    ///     s.map_with(|n: &u64| n + offset, &data, opts).unwrap().map(Result::unwrap).sum()
+    /// });
+    /// assert_eq!(total, 5050 + 100);
+    /// ```
+    pub fn map_with<I, F, T>(
+        &'scope self,
+        f: F,
+        items: I,
+        options: MapOptions,
+    ) -> Result<Map<'scope, T>, Error>
+    where
+        I: IntoIterator,
+        I::IntoIter: 'scope,
+        I::Item: Send + 'scope,
+        F: Fn(I::Item) -> T + Send + Sync + 'scope,
+        T: Send + 'static,
+    {
+        options.validate()?;
+        let f = Arc::new(f);
+        let chunksize = options.get_chunksize();
+        let mut items = items.into_iter();
+        // No new unsafe code: each chunk is an ordinary scoped task, so
+        // `submit`'s SAFETY arguments cover the borrows of `f` and of the
+        // items, and the iterator (holding `&'scope self`) cannot outlive
+        // the scope that joins them.
+        let source: ChunkSource<'scope, T> = Box::new(move || {
+            let chunk: Vec<I::Item> = items.by_ref().take(chunksize).collect();
+            if chunk.is_empty() {
+                return None;
+            }
+            let n = chunk.len();
+            let f = Arc::clone(&f);
+            let run_chunk = move || {
+                ChunkResults::from_vec(
+                    chunk
+                        .into_iter()
+                        .map(|item| crate::panic::catch(|| f(item)))
+                        .collect(),
+                )
+            };
+            Some(self.submit(run_chunk).map(|future| (n, future)))
+        });
+        Map::new(&options, source)
     }
 }
 
