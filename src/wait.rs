@@ -12,6 +12,8 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::fmt;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use crate::Error;
@@ -222,6 +224,62 @@ impl<W: Waitable> Iterator for AsCompleted<W> {
     }
 }
 
+/// `as_completed` for async code: the same futures in the same order, each
+/// yielded as soon as it is done, without blocking a thread.
+///
+/// The timeout is checked each time the stream is polled, so on its own it
+/// only fires when some future completes after it; for a deadline that
+/// fires by itself, wrap the stream in your runtime's timeout.
+///
+/// ```
+/// use concurrent_futures::{ThreadPoolExecutor, as_completed};
+/// use futures_core::Stream;
+/// use std::pin::Pin;
+///
+/// let pool = ThreadPoolExecutor::new(2).unwrap();
+/// let futures: Vec<_> = (1..=3u64).map(|n| pool.submit(move || n * n).unwrap()).collect();
+/// let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+/// let total = rt.block_on(async {
+///     let mut stream = as_completed(futures, None);
+///     let mut total = 0;
+///     while let Some(f) =
+///         std::future::poll_fn(|cx| Pin::new(&mut stream).poll_next(cx)).await
+///     {
+///         total += f.unwrap().into_result().unwrap();
+///     }
+///     total
+/// });
+/// assert_eq!(total, 1 + 4 + 9);
+/// ```
+impl<W: Waitable + Unpin> futures_core::Stream for AsCompleted<W> {
+    type Item = Result<W, Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if let Some(f) = this.ready.pop_front() {
+            return Poll::Ready(Some(Ok(f)));
+        }
+        if this.remaining == 0 || this.timed_out {
+            return Poll::Ready(None);
+        }
+        let keys = this.set.poll_finished(cx);
+        if keys.is_empty() {
+            if this.deadline.is_some_and(|d| Instant::now() >= d) {
+                this.timed_out = true;
+                return Poll::Ready(Some(Err(Error::timeout(this.remaining, this.total))));
+            }
+            return Poll::Pending;
+        }
+        for key in keys {
+            if let Some(f) = this.pending[key].take() {
+                this.remaining -= 1;
+                this.ready.push_back(f);
+            }
+        }
+        Poll::Ready(this.ready.pop_front().map(Ok))
+    }
+}
+
 impl<W: Waitable> Drop for AsCompleted<W> {
     fn drop(&mut self) {
         for f in self.pending.iter().flatten() {
@@ -262,6 +320,8 @@ pub(crate) struct WaitSet {
 
 struct SetState {
     finished: Vec<usize>,
+    /// The task of an async consumer (`AsCompleted` as a `Stream`).
+    waker: Option<Waker>,
     /// Keys already handed out by `take_finished` are gone from `finished`,
     /// so `wait` counts with this instead.
     count: usize,
@@ -273,6 +333,7 @@ impl WaitSet {
         Arc::new(WaitSet {
             state: Mutex::new(SetState {
                 finished: Vec::new(),
+                waker: None,
                 count: 0,
                 failed: false,
             }),
@@ -286,8 +347,25 @@ impl WaitSet {
         s.finished.push(key);
         s.count += 1;
         s.failed |= failed;
+        let waker = s.waker.take();
         drop(s);
         self.cond.notify_one();
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    /// Takes the keys recorded so far; with none, remembers `cx`'s waker
+    /// for the next completion and returns nothing.
+    fn poll_finished(&self, cx: &mut Context<'_>) -> Vec<usize> {
+        let mut s = lock(&self.state);
+        if s.finished.is_empty() {
+            match &mut s.waker {
+                Some(old) if old.will_wake(cx.waker()) => {}
+                slot => *slot = Some(cx.waker().clone()),
+            }
+        }
+        std::mem::take(&mut s.finished)
     }
 
     /// Blocks until `satisfied` holds or the deadline passes.

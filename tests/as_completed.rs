@@ -388,3 +388,33 @@ fn into_remaining_hands_back_the_unfinished_futures_after_a_timeout() {
         .collect();
     assert_eq!(done, [2]);
 }
+
+// ---- as a Stream, for async code -------------------------------------------------
+
+#[test]
+fn as_completed_is_a_stream_that_wakes_on_completion() {
+    use futures_core::Stream;
+    use std::pin::Pin;
+
+    let (p1, f1) = concurrent_futures::Promise::<u32>::new();
+    let (p2, f2) = concurrent_futures::Promise::<u32>::new();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let got = rt.block_on(async move {
+        let mut stream = as_completed(vec![f1, f2], Some(Duration::from_secs(30)));
+        // Nothing is done yet: the first poll must park the task, and the
+        // completions (from another thread) must wake it.
+        let completer = std::thread::spawn(move || {
+            p2.set_result(2).unwrap();
+            p1.set_result(1).unwrap();
+        });
+        let mut got = Vec::new();
+        while let Some(f) = std::future::poll_fn(|cx| Pin::new(&mut stream).poll_next(cx)).await {
+            got.push(f.unwrap().into_result().unwrap());
+        }
+        completer.join().unwrap();
+        got
+    });
+    assert_eq!(got, [2, 1], "completion order, each once");
+}
