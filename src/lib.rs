@@ -94,11 +94,13 @@ pub mod worker;
 pub use concurrent_futures_macros::task;
 #[cfg(feature = "process")]
 pub use process_pool::{InitializerOutput, ProcessPoolBuilder, ProcessPoolExecutor};
+#[cfg(feature = "process")]
+pub use registry::RegisteredTask;
 /// What the `#[task]` macro expands to; not a public API.
 #[cfg(feature = "process")]
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::registry::{TASKS, TaskEntry, fingerprint, invoke, type_id_of_val};
+    pub use crate::registry::{Registered, TASKS, TaskEntry, fingerprint, invoke, type_id_of_val};
     pub use linkme;
 }
 

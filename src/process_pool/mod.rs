@@ -39,7 +39,7 @@ use serde::de::DeserializeOwned;
 
 pub use builder::{InitializerOutput, ProcessPoolBuilder};
 
-use crate::TaskFn;
+use crate::RegisteredTask;
 use crate::map::{ChunkSource, Map, MapOptions};
 use crate::registry::TaskRef;
 use crate::wire::{self, MAX_FRAME};
@@ -127,14 +127,15 @@ impl ProcessPoolExecutor {
     /// future of its result.
     ///
     /// `args` is the argument of a function of one, a tuple for several, `()`
-    /// for none. Fails at once with [`Error::UnknownTask`] if `task` is not
-    /// registered with [`#[task]`](crate::task), [`Error::Serialization`] if
+    /// for none. `task` must be registered with [`#[task]`](crate::task)
+    /// (anything else does not compile: see [`RegisteredTask`]). Fails at
+    /// once with [`Error::Serialization`] if
     /// `args` cannot be serialized, [`Error::ShutDown`] after
     /// [`shutdown`](Self::shutdown) and [`Error::BrokenPool`] once an
     /// initializer failed.
     pub fn submit<F, A, M>(&self, task: F, args: A) -> Result<Future<F::Output>, Error>
     where
-        F: TaskFn<A, M>,
+        F: RegisteredTask<A, M>,
         A: Serialize + 'static,
         F::Output: DeserializeOwned + Send + 'static,
     {
@@ -155,7 +156,7 @@ impl ProcessPoolExecutor {
     /// by changing one word.
     pub fn submit_with<F, A, M>(&self, task: F, args: A) -> Result<Future<F::Output>, Error>
     where
-        F: TaskFn<A, M>,
+        F: RegisteredTask<A, M>,
         A: Serialize + 'static,
         F::Output: DeserializeOwned + Send + 'static,
     {
@@ -168,7 +169,7 @@ impl ProcessPoolExecutor {
     /// a buffersize and a timeout.
     pub fn map<'a, F, A, M, I>(&self, task: F, items: I) -> Result<Map<'a, F::Output>, Error>
     where
-        F: TaskFn<A, M>,
+        F: RegisteredTask<A, M>,
         A: Serialize + 'static,
         F::Output: DeserializeOwned + Send + 'static,
         I: IntoIterator<Item = A>,
@@ -188,7 +189,7 @@ impl ProcessPoolExecutor {
         options: MapOptions,
     ) -> Result<Map<'a, F::Output>, Error>
     where
-        F: TaskFn<A, M>,
+        F: RegisteredTask<A, M>,
         A: Serialize + 'static,
         F::Output: DeserializeOwned + Send + 'static,
         I: IntoIterator<Item = A>,
