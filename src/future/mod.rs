@@ -130,7 +130,17 @@ impl<T> Core<T> {
 /// all its methods take `&self`.
 ///
 /// Dropping a `Future` does not cancel the task; call [`cancel`](Self::cancel)
-/// for that.
+/// for that. So an unused future is warned about (`#[must_use]`): it is
+/// most likely a forgotten wait, not a cancellation.
+///
+/// ```compile_fail
+/// #![deny(unused_must_use)]
+/// let pool = concurrent_futures::ThreadPoolExecutor::new(1).unwrap();
+/// pool.submit(|| 1).unwrap(); // the future is dropped unused
+/// ```
+///
+/// When only the side effect matters, say so with `drop(future)`.
+#[must_use = "a Future does nothing unless waited on; dropping it does not cancel the task"]
 pub struct Future<T> {
     cell: Arc<dyn HasCore<T>>,
     /// `Core<T>` is `Sync` for any `T: Send`; the handle must only be `Sync`
