@@ -373,6 +373,46 @@ impl<T> fmt::Debug for Future<T> {
     }
 }
 
+impl<T> Future<T> {
+    /// The address of the shared cell: the future's identity. Thin, because
+    /// two pointers to one object may carry different vtables.
+    fn addr(&self) -> *const () {
+        Arc::as_ptr(&self.cell).cast::<()>()
+    }
+}
+
+/// Identity: a future equals only itself (two futures are never equal for
+/// holding equal values), so futures can be keys of a map, as in Python's
+/// `future_to_url = {executor.submit(load_url, url): url for url in urls}`.
+///
+/// ```
+/// use concurrent_futures::{ThreadPoolExecutor, as_completed};
+/// use std::collections::HashMap;
+///
+/// let pool = ThreadPoolExecutor::new(2).unwrap();
+/// let names = ["a", "bb", "ccc"];
+/// let future_to_name: HashMap<_, _> =
+///     names.iter().map(|&n| (pool.submit(move || n.len()).unwrap(), n)).collect();
+/// for f in as_completed(future_to_name.keys(), None) {
+///     let f = f.unwrap();
+///     assert_eq!(*f.result().unwrap(), future_to_name[f].len());
+/// }
+/// ```
+impl<T> PartialEq for Future<T> {
+    fn eq(&self, other: &Self) -> bool {
+        std::ptr::eq(self.addr(), other.addr())
+    }
+}
+
+impl<T> Eq for Future<T> {}
+
+/// Hashes the identity (the address), consistently with [`PartialEq`].
+impl<T> std::hash::Hash for Future<T> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.addr().hash(state);
+    }
+}
+
 /// Anything `wait` and `as_completed` can wait on: a [`Future`] of any value
 /// type, a reference to one, or a boxed or shared one. Mix futures of
 /// different types through `&dyn Waitable`.
