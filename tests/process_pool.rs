@@ -2,7 +2,7 @@
 //! behaviours, and the places where this pool must do better. Every blocking
 //! wait is bounded; tasks that must stay busy block on a socket that the test
 //! releases (see `Gates`), never on a sleep.
-#![cfg(feature = "process")]
+#![cfg(all(feature = "process", unix))]
 
 use std::collections::HashSet;
 use std::os::unix::net::UnixDatagram;
