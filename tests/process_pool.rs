@@ -199,6 +199,24 @@ impl TaskFn<u64, Unregistered> for Unregistered {
 
 impl RegisteredTask<u64, Unregistered> for Unregistered {}
 
+/// Tasks in the shapes `#[task]` must keep working for: public in a module,
+/// documented, under a `cfg`, with a pattern argument, recursive.
+mod shapes {
+    use concurrent_futures::task;
+
+    /// Documented, public, and called from outside its module.
+    #[task]
+    pub fn sum_pair((a, b): (u32, u32)) -> u32 {
+        a + b
+    }
+
+    #[cfg(unix)]
+    #[task]
+    pub fn factorial(n: u64) -> u64 {
+        if n <= 1 { 1 } else { n * factorial(n - 1) }
+    }
+}
+
 // ---- helpers ------------------------------------------------------------------
 
 fn get<T: Clone>(f: &Future<T>) -> Result<T, Error> {
@@ -227,6 +245,23 @@ fn submit_one_several_and_no_arguments() {
     assert_ne!(worker, std::process::id());
     // The function stays callable as before.
     assert_eq!(square(3), 9);
+}
+
+#[test]
+fn task_shapes_run_in_workers_and_in_place() {
+    let pool = ProcessPoolExecutor::new(1).unwrap();
+    assert_eq!(get(&pool.submit(shapes::sum_pair, (2, 3)).unwrap()), Ok(5));
+    assert_eq!(get(&pool.submit(shapes::factorial, 5).unwrap()), Ok(120));
+    assert_eq!(shapes::sum_pair((4, 5)), 9);
+    assert_eq!(shapes::factorial(4), 24);
+    // A task is `Copy`, and `*task` is a plain function pointer.
+    let task = shapes::factorial;
+    let pointer: fn(u64) -> u64 = *task;
+    assert_eq!((pointer(3), task(3)), (6, 6));
+    // The thread pool takes a task too.
+    let threads = ThreadPoolExecutor::new(1).unwrap();
+    let on_thread = threads.submit_with(shapes::sum_pair, (1, 1)).unwrap();
+    assert_eq!(on_thread.result_timeout(LIMIT), Ok(&2));
 }
 
 #[test]
