@@ -92,7 +92,7 @@ impl Sizes {
     }
 
     /// A process-pool size: same scaling.
-    #[cfg_attr(not(feature = "process"), allow(dead_code))]
+    #[cfg_attr(not(all(feature = "process", unix)), allow(dead_code))]
     fn scaled(&self, n: usize) -> usize {
         if self.quick { n / 10 } else { n }
     }
@@ -105,13 +105,13 @@ enum Workload {
     SubmitAll,
     RoundTrip,
     Map,
-    #[cfg_attr(not(feature = "process"), allow(dead_code))]
+    #[cfg_attr(not(all(feature = "process", unix)), allow(dead_code))]
     ProcSubmitAll,
-    #[cfg_attr(not(feature = "process"), allow(dead_code))]
+    #[cfg_attr(not(all(feature = "process", unix)), allow(dead_code))]
     ProcRoundTrip,
-    #[cfg_attr(not(feature = "process"), allow(dead_code))]
+    #[cfg_attr(not(all(feature = "process", unix)), allow(dead_code))]
     ProcMap,
-    #[cfg_attr(not(feature = "process"), allow(dead_code))]
+    #[cfg_attr(not(all(feature = "process", unix)), allow(dead_code))]
     ProcStartShutdown,
 }
 
@@ -961,7 +961,7 @@ fn python_thread_rows(s: &Sizes, rows: &mut Vec<Row>) -> Result<String, String> 
 // PROCESS POOL SECTION (feature "process"): the rows of issue 3, compiled
 // only with `--features process`. Peers: procspawn::Pool (2 workers) and
 // Python's ProcessPoolExecutor(2).
-#[cfg(feature = "process")]
+#[cfg(all(feature = "process", unix))]
 mod process {
     #[concurrent_futures::task]
     pub fn echo(x: u64) -> u64 {
@@ -978,7 +978,7 @@ mod process {
 /// serial round trips, `map` of 200,000 items with chunksize 1,000, and pool
 /// start + first result + shutdown; against `procspawn::Pool` (2 workers)
 /// and Python's `ProcessPoolExecutor(2)`.
-#[cfg(feature = "process")]
+#[cfg(all(feature = "process", unix))]
 fn process_pool_rows(s: &Sizes, rows: &mut Vec<Row>) -> Result<(), String> {
     use concurrent_futures::ProcessPoolExecutor;
 
@@ -1180,7 +1180,7 @@ fn process_pool_rows(s: &Sizes, rows: &mut Vec<Row>) -> Result<(), String> {
 
 /// Raises this process's open-file limit towards `want` (as far as the hard
 /// limit, or beyond it where allowed); returns the soft limit now in force.
-#[cfg(feature = "process")]
+#[cfg(all(feature = "process", unix))]
 fn raise_fd_limit(want: u64) -> u64 {
     #[cfg(target_os = "linux")]
     {
@@ -1307,7 +1307,7 @@ fn selected(part: &str) -> bool {
 fn main() {
     // A procspawn worker is this program started again: it must branch off
     // before anything else runs.
-    #[cfg(feature = "process")]
+    #[cfg(all(feature = "process", unix))]
     procspawn::init();
 
     let load = Load::start();
@@ -1350,17 +1350,17 @@ fn main() {
     }
 
     // PROCESS POOL SECTION: see `process_pool_rows`.
-    #[cfg(feature = "process")]
+    #[cfg(all(feature = "process", unix))]
     if selected("process") {
         eprintln!("  processes");
         if let Err(why) = process_pool_rows(&s, &mut rows) {
             notes.push(format!("process-pool rows incomplete: {why}"));
         }
     }
-    #[cfg(not(feature = "process"))]
+    #[cfg(not(all(feature = "process", unix)))]
     notes.push("process-pool rows: run with `--features process`".into());
 
-    let procspawn = match cfg!(feature = "process") {
+    let procspawn = match cfg!(all(feature = "process", unix)) {
         true => format!(", procspawn {}", locked_version("procspawn")),
         false => String::new(),
     };

@@ -57,8 +57,14 @@
 //! per-task timeout stops a runaway process task.
 
 #![warn(missing_docs)]
+// docs.rs builds with `--cfg docsrs` (see Cargo.toml) on nightly, and marks
+// the items that need a feature or a platform.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod error;
+// Gates, deferred callbacks and cancellers of the futures' state machine
+// serve only the process pool: unused without it.
+#[cfg_attr(not(all(feature = "process", unix)), allow(dead_code, unused_imports))]
 pub mod future;
 pub mod map;
 mod panic;
@@ -74,31 +80,37 @@ pub use task_fn::TaskFn;
 pub use thread_pool::{Scope, ThreadPoolBuilder, ThreadPoolExecutor};
 pub use wait::{AsCompleted, ReturnWhen, Waited, as_completed, wait};
 
-// ---- process pool (feature "process") --------------------------------------
-#[cfg(all(feature = "process", not(unix)))]
-compile_error!(
-    "the `process` feature (ProcessPoolExecutor) needs a Unix platform; \
-     use `default-features = false` elsewhere"
-);
-#[cfg(feature = "process")]
+// ---- process pool (feature "process", Unix) ---------------------------------
+// Absent elsewhere rather than a compile error, so that the default features
+// build on every platform: the thread pool and the futures need no Unix.
+#[cfg(all(feature = "process", unix))]
 extern crate self as concurrent_futures;
-#[cfg(feature = "process")]
+#[cfg(all(feature = "process", unix))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "process", unix))))]
 pub mod process_pool;
-#[cfg(feature = "process")]
+#[cfg(all(feature = "process", unix))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "process", unix))))]
 pub mod registry;
-#[cfg(feature = "process")]
+#[cfg(all(feature = "process", unix))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "process", unix))))]
 pub mod wire;
-#[cfg(feature = "process")]
+#[cfg(all(feature = "process", unix))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "process", unix))))]
 pub mod worker;
-#[cfg(feature = "process")]
+#[cfg(all(feature = "process", unix))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "process", unix))))]
 pub use concurrent_futures_macros::task;
-#[cfg(feature = "process")]
+#[cfg(all(feature = "process", unix))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "process", unix))))]
 pub use process_pool::{InitializerOutput, ProcessPoolBuilder, ProcessPoolExecutor};
+#[cfg(all(feature = "process", unix))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "process", unix))))]
+pub use registry::RegisteredTask;
 /// What the `#[task]` macro expands to; not a public API.
-#[cfg(feature = "process")]
+#[cfg(all(feature = "process", unix))]
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::registry::{TASKS, TaskEntry, fingerprint, invoke, type_id_of_val};
+    pub use crate::registry::{Registered, TASKS, TaskEntry, fingerprint, invoke, type_id_of_val};
     pub use linkme;
 }
 

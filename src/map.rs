@@ -147,6 +147,7 @@ pub type ChunkSource<'a, T> =
 
 /// The iterator returned by `map`: one `Result` per input item, in input
 /// order.
+#[must_use = "a Map yields its results only when iterated; dropping it cancels the items not yet started"]
 pub struct Map<'a, T> {
     source: ChunkSource<'a, T>,
     buffer: VecDeque<(usize, ChunkFuture<T>)>,

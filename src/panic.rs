@@ -49,7 +49,7 @@ pub(crate) fn catch<T>(f: impl FnOnce() -> T) -> Result<T, Error> {
 }
 
 /// Like [`install_hook`], and every task panic records its backtrace.
-#[cfg(feature = "process")]
+#[cfg(all(feature = "process", unix))]
 pub(crate) fn install_hook_with_backtraces() {
     ALWAYS_BACKTRACE.store(true, Ordering::Relaxed);
     install_hook();

@@ -126,6 +126,71 @@ where
     })
 }
 
+/// A function registered with [`#[task]`](crate::task): what the process
+/// pool takes, so that passing anything else fails to compile.
+///
+/// `#[task]` implements it; there is no reason to implement it by hand (an
+/// implementation without a registration still fails, at submit time, with
+/// [`Error::UnknownTask`]). `Args` and `Marker` are those of [`TaskFn`].
+///
+/// A plain function is not a task:
+///
+/// ```compile_fail
+/// use concurrent_futures::ProcessPoolExecutor;
+///
+/// fn square(n: u64) -> u64 {
+///     n * n
+/// }
+///
+/// fn main() {
+///     let pool = ProcessPoolExecutor::new(1).unwrap();
+///     let _ = pool.submit(square, 3);
+/// }
+/// ```
+///
+/// Nor is a closure, whose code and captured values cannot cross into
+/// another process:
+///
+/// ```compile_fail
+/// use concurrent_futures::ProcessPoolExecutor;
+///
+/// fn main() {
+///     let pool = ProcessPoolExecutor::new(1).unwrap();
+///     let _ = pool.submit(|n: u64| n * n, 3);
+/// }
+/// ```
+///
+/// The same function with `#[task]` is:
+///
+/// ```
+/// use concurrent_futures::{ProcessPoolExecutor, task};
+///
+/// #[task]
+/// fn square(n: u64) -> u64 {
+///     n * n
+/// }
+///
+/// fn main() {
+///     let pool = ProcessPoolExecutor::new(1).unwrap();
+///     assert_eq!(pool.submit(square, 3).unwrap().into_result(), Ok(9));
+///     assert_eq!(square(4), 16); // still callable here
+/// }
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a `#[task]` function, so it cannot run in a worker process",
+    label = "not registered with `#[task]`",
+    note = "mark the function's definition with `#[concurrent_futures::task]`: worker processes run only registered functions, found by name",
+    note = "a closure cannot be a task: its code and the values it captures cannot cross into another process; move its body into a `#[task]` function and pass the captures as arguments"
+)]
+pub trait RegisteredTask<Args, Marker>: TaskFn<Args, Marker> {}
+
+/// The [`TaskFn`] marker of the functions `#[task]` registers (they are
+/// unit structs, not function items, so they need their own). Not for
+/// direct use.
+#[doc(hidden)]
+#[derive(Debug)]
+pub enum Registered {}
+
 /// What the pool sends to name a task: its stable name and fingerprint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct TaskRef {

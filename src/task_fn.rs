@@ -6,8 +6,8 @@
 ///
 /// [`ThreadPoolExecutor::submit_with`](crate::ThreadPoolExecutor::submit_with)
 /// takes any such function. The process pool takes only functions registered
-/// with `#[task]` (whose arguments and result are serde types); anything else
-/// is an [`Error::UnknownTask`](crate::Error::UnknownTask) at submit time.
+/// with `#[task]` (whose arguments and result are serde types): see
+/// `RegisteredTask`; anything else does not compile.
 ///
 /// `Args` is the single argument for a function of one, a tuple for a
 /// function of several and `()` for a function of none. `Marker` only

@@ -168,6 +168,7 @@ fn far_future() -> Instant {
 }
 
 /// Iterator returned by [`as_completed`].
+#[must_use = "iterators are lazy: as_completed waits for nothing unless iterated"]
 pub struct AsCompleted<W: Waitable> {
     ready: VecDeque<W>,
     /// Registered futures by key; `None` once moved to `ready`.

@@ -418,3 +418,37 @@ fn as_completed_is_a_stream_that_wakes_on_completion() {
     });
     assert_eq!(got, [2, 1], "completion order, each once");
 }
+
+/// Futures compare and hash by identity, so Python's `future_to_url`
+/// idiom ports as is: the `&Future` that `as_completed` yields over the
+/// map's keys indexes the map.
+#[test]
+fn futures_are_map_keys_by_identity() {
+    use std::collections::HashMap;
+
+    let pool = ThreadPoolExecutor::new(2).unwrap();
+    let a = finished(7u32);
+    let b = finished(7u32);
+    assert_eq!(a, a);
+    assert_ne!(a, b, "equal values, different futures");
+
+    let urls = [
+        "http://a.example/",
+        "http://bb.example/",
+        "http://ccc.example/",
+    ];
+    let future_to_url: HashMap<Future<usize>, &str> = urls
+        .iter()
+        .map(|&u| (pool.submit(move || u.len()).unwrap(), u))
+        .collect();
+    assert_eq!(future_to_url.len(), urls.len());
+    let mut seen = Vec::new();
+    for f in as_completed(future_to_url.keys(), Some(LONG)) {
+        let f = f.unwrap();
+        let url = future_to_url[f];
+        assert_eq!(*f.result().unwrap(), url.len());
+        seen.push(url);
+    }
+    seen.sort_unstable();
+    assert_eq!(seen, urls);
+}

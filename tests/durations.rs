@@ -110,7 +110,7 @@ fn thread_pool_map_with_huge_timeouts() {
     }
 }
 
-#[cfg(feature = "process")]
+#[cfg(all(feature = "process", unix))]
 mod process {
     use super::*;
     use concurrent_futures::{ProcessPoolExecutor, task};

@@ -4,7 +4,7 @@
 //! deaths are seen at once and described truly, and running out of threads
 //! is a typed error. Every blocking wait is bounded; nothing sleeps to
 //! synchronise.
-#![cfg(feature = "process")]
+#![cfg(all(feature = "process", unix))]
 
 mod process_util;
 

@@ -47,12 +47,15 @@ fn scope_tasks_borrow_mutably() {
     let mut data: Vec<u64> = (0..1000).collect();
     pool.scope(|s| {
         for chunk in data.chunks_mut(100) {
-            s.submit(move || {
-                for x in chunk {
-                    *x *= *x;
-                }
-            })
-            .unwrap();
+            // The scope waits for the task: its future is not needed.
+            drop(
+                s.submit(move || {
+                    for x in chunk {
+                        *x *= *x;
+                    }
+                })
+                .unwrap(),
+            );
         }
     });
     assert_eq!(data, (0..1000u64).map(|x| x * x).collect::<Vec<_>>());
@@ -99,11 +102,14 @@ fn scope_joins_tasks_that_outlive_the_body() {
     });
     pool.scope(|s| {
         for _ in 0..4 {
-            s.submit(|| {
-                gate.wait();
-                counter.fetch_add(1, Ordering::SeqCst);
-            })
-            .unwrap();
+            // The scope waits for the task: its future is not needed.
+            drop(
+                s.submit(|| {
+                    gate.wait();
+                    counter.fetch_add(1, Ordering::SeqCst);
+                })
+                .unwrap(),
+            );
         }
     });
     let _ = returned_tx.send(());
@@ -135,12 +141,15 @@ fn scope_body_panicking_joins_running_tasks_and_cancels_pending_ones() {
         pool.scope(|s| {
             for _ in 0..4 {
                 let started_tx = started_tx.clone();
-                s.submit(move || {
-                    started_tx.send(()).unwrap();
-                    gate_ref.wait();
-                    counter_ref.fetch_add(1, Ordering::SeqCst);
-                })
-                .unwrap();
+                // The scope waits for the task: its future is not needed.
+                drop(
+                    s.submit(move || {
+                        started_tx.send(()).unwrap();
+                        gate_ref.wait();
+                        counter_ref.fetch_add(1, Ordering::SeqCst);
+                    })
+                    .unwrap(),
+                );
             }
             for _ in 0..2 {
                 started_rx.recv_timeout(LONG).expect("two tasks start");
@@ -196,17 +205,20 @@ fn scoped_tasks_may_submit_more_scoped_tasks() {
     let counter = AtomicUsize::new(0);
     pool.scope(|s| {
         for _ in 0..10 {
-            s.submit(|| {
-                for _ in 0..10 {
-                    drop(
-                        s.submit(|| {
-                            counter.fetch_add(1, Ordering::SeqCst);
-                        })
-                        .unwrap(),
-                    );
-                }
-            })
-            .unwrap();
+            // The scope waits for the task: its future is not needed.
+            drop(
+                s.submit(|| {
+                    for _ in 0..10 {
+                        drop(
+                            s.submit(|| {
+                                counter.fetch_add(1, Ordering::SeqCst);
+                            })
+                            .unwrap(),
+                        );
+                    }
+                })
+                .unwrap(),
+            );
         }
     });
     assert_eq!(counter.load(Ordering::SeqCst), 100);
@@ -249,11 +261,14 @@ fn scope_with_cancelled_tasks_returns() {
         let started = Gate::new();
         let st = started.clone();
         let g = gate.clone();
-        s.submit(move || {
-            st.open();
-            g.wait();
-        })
-        .unwrap();
+        // The scope waits for the task: its future is not needed.
+        drop(
+            s.submit(move || {
+                st.open();
+                g.wait();
+            })
+            .unwrap(),
+        );
         started.wait();
         let queued: Vec<_> = (0..5)
             .map(|_| {

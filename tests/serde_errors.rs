@@ -3,7 +3,7 @@
 //! text, whichever of the four crossings (arguments out of the parent, into
 //! the worker, result out of the worker, into the parent) it fails at, for
 //! `submit` and for each item of a `map` chunk.
-#![cfg(feature = "process")]
+#![cfg(all(feature = "process", unix))]
 
 use std::time::Duration;
 

@@ -9,10 +9,20 @@ use syn::{FnArg, ItemFn, ReturnType, parse_macro_input, spanned::Spanned};
 
 /// Registers a plain function as a task that worker processes can run.
 ///
-/// The function stays callable as before. The attribute adds a registration,
-/// under the stable name `module::path::fn_name`, that the process pool (and
-/// any other out-of-process backend of `concurrent-futures`) looks up by
-/// name, together with a fingerprint of its argument and result types.
+/// The attribute adds a registration, under the stable name
+/// `module::path::fn_name`, that the process pool (and any other
+/// out-of-process backend of `concurrent-futures`) looks up by name, together
+/// with a fingerprint of its argument and result types.
+///
+/// The function's name becomes a unit struct (`Copy`, `Debug`) that
+/// implements `concurrent_futures::RegisteredTask`: a function item's type
+/// cannot be named, so no trait could be implemented for it, and the trait
+/// is how the process pool refuses plain functions and closures at compile
+/// time. The struct still calls like the function, `add(1, 2)`, and `*add`
+/// is a plain function pointer, for APIs that take closures (an iterator's
+/// or the thread pool's `map`). Being a unit struct, the name cannot be
+/// reused for a local variable in its scope (`let add = ..` is a pattern
+/// then, and fails to compile).
 ///
 /// Arguments and the result must implement serde's `Serialize` and
 /// `Deserialize`. A function of one argument is submitted with that
@@ -30,7 +40,11 @@ use syn::{FnArg, ItemFn, ReturnType, parse_macro_input, spanned::Spanned};
 /// fn main() {
 ///     let pool = ProcessPoolExecutor::new(1).unwrap();
 ///     assert_eq!(pool.submit(add, (1, 2)).unwrap().into_result(), Ok(3));
-///     assert_eq!(add(1, 2), 3); // still an ordinary function
+///     assert_eq!(add(1, 2), 3); // still called as a function
+///     let sums: Vec<i32> = [(1, 2), (3, 4)].into_iter().map(|(a, b)| add(a, b)).collect();
+///     assert_eq!(sums, [3, 7]);
+///     let as_pointer: fn(i32, i32) -> i32 = *add;
+///     assert_eq!(as_pointer(2, 2), 4);
 /// }
 /// ```
 ///
@@ -136,11 +150,62 @@ fn expand(func: &ItemFn) -> syn::Result<proc_macro2::TokenStream> {
     let name = &sig.ident;
     let name_str = name.to_string();
     let entry = format_ident!("__CONCURRENT_FUTURES_TASK_{}", name);
+    let inner = format_ident!("__concurrent_futures_task_{}", name);
     let krate = quote!(::concurrent_futures::__private);
+    let vis = &func.vis;
+    // The user's function keeps its body, signature and attributes under a
+    // hidden name; `name` becomes a unit struct, because a trait can only be
+    // implemented for a type one can name, and a function item's type has
+    // no name. Its docs, and its `cfg`s (which must apply to every item made
+    // here), go on the struct as well.
+    let mut inner_fn = func.clone();
+    inner_fn.sig.ident = inner.clone();
+    inner_fn.vis = syn::Visibility::Inherited;
+    let cfgs: Vec<_> = func
+        .attrs
+        .iter()
+        .filter(|a| a.path().is_ident("cfg"))
+        .collect();
+    let docs: Vec<_> = func
+        .attrs
+        .iter()
+        .filter(|a| a.path().is_ident("doc"))
+        .collect();
+    let fn_ptr = quote!(fn(#(#types),*) -> #ret_ty);
 
     Ok(quote! {
-        #func
+        #(#docs)*
+        #(#cfgs)*
+        #[allow(non_camel_case_types)]
+        #[derive(Clone, Copy, Debug)]
+        #vis struct #name;
 
+        #[doc(hidden)]
+        #[allow(non_snake_case)]
+        #inner_fn
+
+        // Calls: `name(a, b)` auto-dereferences the struct to a function
+        // pointer, so the task stays callable as an ordinary function.
+        #(#cfgs)*
+        impl ::core::ops::Deref for #name {
+            type Target = #fn_ptr;
+            fn deref(&self) -> &Self::Target {
+                &(#inner as #fn_ptr)
+            }
+        }
+
+        #(#cfgs)*
+        impl ::concurrent_futures::TaskFn<#args_ty, #krate::Registered> for #name {
+            type Output = #ret_ty;
+            fn call_with(&self, #args_pat: #args_ty) -> #ret_ty {
+                #inner(#(#idents),*)
+            }
+        }
+
+        #(#cfgs)*
+        impl ::concurrent_futures::RegisteredTask<#args_ty, #krate::Registered> for #name {}
+
+        #(#cfgs)*
         #[doc(hidden)]
         #[allow(non_upper_case_globals)]
         #[#krate::linkme::distributed_slice(#krate::TASKS)]
@@ -150,7 +215,7 @@ fn expand(func: &ItemFn) -> syn::Result<proc_macro2::TokenStream> {
             type_id: || #krate::type_id_of_val(&#name),
             fingerprint: #krate::fingerprint::<#args_ty, #ret_ty>,
             invoke: |bytes, out| {
-                #krate::invoke::<#args_ty, #ret_ty, _>(bytes, out, |#args_pat| #name(#(#idents),*))
+                #krate::invoke::<#args_ty, #ret_ty, _>(bytes, out, |#args_pat| #inner(#(#idents),*))
             },
         };
     })

@@ -132,7 +132,17 @@ impl<T> Core<T> {
 /// all its methods take `&self`.
 ///
 /// Dropping a `Future` does not cancel the task; call [`cancel`](Self::cancel)
-/// for that.
+/// for that. So an unused future is warned about (`#[must_use]`): it is
+/// most likely a forgotten wait, not a cancellation.
+///
+/// ```compile_fail
+/// #![deny(unused_must_use)]
+/// let pool = concurrent_futures::ThreadPoolExecutor::new(1).unwrap();
+/// pool.submit(|| 1).unwrap(); // the future is dropped unused
+/// ```
+///
+/// When only the side effect matters, say so with `drop(future)`.
+#[must_use = "a Future does nothing unless waited on; dropping it does not cancel the task"]
 pub struct Future<T> {
     cell: Arc<dyn HasCore<T>>,
     /// `Core<T>` is `Sync` for any `T: Send`; the handle must only be `Sync`
@@ -369,6 +379,46 @@ impl<T> fmt::Debug for Future<T> {
         f.debug_struct("Future")
             .field("state", &self.state())
             .finish_non_exhaustive()
+    }
+}
+
+impl<T> Future<T> {
+    /// The address of the shared cell: the future's identity. Thin, because
+    /// two pointers to one object may carry different vtables.
+    fn addr(&self) -> *const () {
+        Arc::as_ptr(&self.cell).cast::<()>()
+    }
+}
+
+/// Identity: a future equals only itself (two futures are never equal for
+/// holding equal values), so futures can be keys of a map, as in Python's
+/// `future_to_url = {executor.submit(load_url, url): url for url in urls}`.
+///
+/// ```
+/// use concurrent_futures::{ThreadPoolExecutor, as_completed};
+/// use std::collections::HashMap;
+///
+/// let pool = ThreadPoolExecutor::new(2).unwrap();
+/// let names = ["a", "bb", "ccc"];
+/// let future_to_name: HashMap<_, _> =
+///     names.iter().map(|&n| (pool.submit(move || n.len()).unwrap(), n)).collect();
+/// for f in as_completed(future_to_name.keys(), None) {
+///     let f = f.unwrap();
+///     assert_eq!(*f.result().unwrap(), future_to_name[f].len());
+/// }
+/// ```
+impl<T> PartialEq for Future<T> {
+    fn eq(&self, other: &Self) -> bool {
+        std::ptr::eq(self.addr(), other.addr())
+    }
+}
+
+impl<T> Eq for Future<T> {}
+
+/// Hashes the identity (the address), consistently with [`PartialEq`].
+impl<T> std::hash::Hash for Future<T> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.addr().hash(state);
     }
 }
 

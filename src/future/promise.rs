@@ -35,6 +35,7 @@ pub struct Promise<T> {
 impl<T: Send + 'static> Promise<T> {
     /// A new pending future and the promise that completes it.
     #[allow(clippy::new_ret_no_self)]
+    #[must_use = "the Future is how the value set on the Promise is read; a Promise dropped unused fails its Future"]
     pub fn new() -> (Promise<T>, Future<T>) {
         let core = Arc::new(Core::new());
         let future = Future::from_cell(Arc::clone(&core) as Arc<dyn super::HasCore<T>>);

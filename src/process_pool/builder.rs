@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use super::ProcessPoolExecutor;
 use super::shared::{Config, Initializer, Shared};
 use crate::Error;
-use crate::TaskFn;
+use crate::RegisteredTask;
 use crate::registry::TaskRef;
 use crate::wire::{self, ByteBuf};
 
@@ -130,7 +130,7 @@ impl ProcessPoolBuilder {
     /// and later tasks fail with [`Error::BrokenPool`] naming the reason.
     pub fn initializer<F, A, M>(mut self, task: F, args: A) -> ProcessPoolBuilder
     where
-        F: TaskFn<A, M>,
+        F: RegisteredTask<A, M>,
         A: Serialize + 'static,
         F::Output: InitializerOutput,
     {

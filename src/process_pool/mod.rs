@@ -40,7 +40,7 @@ use serde::de::DeserializeOwned;
 
 pub use builder::{InitializerOutput, ProcessPoolBuilder};
 
-use crate::TaskFn;
+use crate::RegisteredTask;
 use crate::map::{ChunkSource, Map, MapOptions, MapUnordered};
 use crate::registry::TaskRef;
 use crate::wire::{self, MAX_FRAME};
@@ -128,14 +128,15 @@ impl ProcessPoolExecutor {
     /// future of its result.
     ///
     /// `args` is the argument of a function of one, a tuple for several, `()`
-    /// for none. Fails at once with [`Error::UnknownTask`] if `task` is not
-    /// registered with [`#[task]`](crate::task), [`Error::Serialization`] if
+    /// for none. `task` must be registered with [`#[task]`](crate::task)
+    /// (anything else does not compile: see [`RegisteredTask`]). Fails at
+    /// once with [`Error::Serialization`] if
     /// `args` cannot be serialized, [`Error::ShutDown`] after
     /// [`shutdown`](Self::shutdown) and [`Error::BrokenPool`] once an
     /// initializer failed.
     pub fn submit<F, A, M>(&self, task: F, args: A) -> Result<Future<F::Output>, Error>
     where
-        F: TaskFn<A, M>,
+        F: RegisteredTask<A, M>,
         A: Serialize + 'static,
         F::Output: DeserializeOwned + Send + 'static,
     {
@@ -181,7 +182,7 @@ impl ProcessPoolExecutor {
         timeout: Duration,
     ) -> Result<Future<F::Output>, Error>
     where
-        F: TaskFn<A, M>,
+        F: RegisteredTask<A, M>,
         A: Serialize + 'static,
         F::Output: DeserializeOwned + Send + 'static,
     {
@@ -198,7 +199,7 @@ impl ProcessPoolExecutor {
         timeout: Option<Duration>,
     ) -> Result<Future<F::Output>, Error>
     where
-        F: TaskFn<A, M>,
+        F: RegisteredTask<A, M>,
         A: Serialize + 'static,
         F::Output: DeserializeOwned + Send + 'static,
     {
@@ -220,7 +221,7 @@ impl ProcessPoolExecutor {
     /// by changing one word.
     pub fn submit_with<F, A, M>(&self, task: F, args: A) -> Result<Future<F::Output>, Error>
     where
-        F: TaskFn<A, M>,
+        F: RegisteredTask<A, M>,
         A: Serialize + 'static,
         F::Output: DeserializeOwned + Send + 'static,
     {
@@ -233,7 +234,7 @@ impl ProcessPoolExecutor {
     /// a buffersize and a timeout.
     pub fn map<'a, F, A, M, I>(&self, task: F, items: I) -> Result<Map<'a, F::Output>, Error>
     where
-        F: TaskFn<A, M>,
+        F: RegisteredTask<A, M>,
         A: Serialize + 'static,
         F::Output: DeserializeOwned + Send + 'static,
         I: IntoIterator<Item = A>,
@@ -253,7 +254,7 @@ impl ProcessPoolExecutor {
         options: MapOptions,
     ) -> Result<Map<'a, F::Output>, Error>
     where
-        F: TaskFn<A, M>,
+        F: RegisteredTask<A, M>,
         A: Serialize + 'static,
         F::Output: DeserializeOwned + Send + 'static,
         I: IntoIterator<Item = A>,
@@ -294,7 +295,7 @@ impl ProcessPoolExecutor {
         items: I,
     ) -> Result<MapUnordered<'a, F::Output>, Error>
     where
-        F: TaskFn<A, M>,
+        F: RegisteredTask<A, M>,
         A: Serialize + 'static,
         F::Output: DeserializeOwned + Send + 'static,
         I: IntoIterator<Item = A>,
@@ -314,7 +315,7 @@ impl ProcessPoolExecutor {
         options: MapOptions,
     ) -> Result<MapUnordered<'a, F::Output>, Error>
     where
-        F: TaskFn<A, M>,
+        F: RegisteredTask<A, M>,
         A: Serialize + 'static,
         F::Output: DeserializeOwned + Send + 'static,
         I: IntoIterator<Item = A>,
@@ -334,7 +335,7 @@ impl ProcessPoolExecutor {
         chunksize: usize,
     ) -> Result<ChunkSource<'a, F::Output>, Error>
     where
-        F: TaskFn<A, M>,
+        F: RegisteredTask<A, M>,
         A: Serialize + 'static,
         F::Output: DeserializeOwned + Send + 'static,
         I: IntoIterator<Item = A>,

@@ -84,8 +84,8 @@ impl Gates {
         got
     }
 
-    pub fn release(&self, gate: &str) {
-        let _ = UnixDatagram::unbound().unwrap().send_to(b"go", gate);
+    pub fn release(&self, socket: &str) {
+        let _ = UnixDatagram::unbound().unwrap().send_to(b"go", socket);
     }
 }
 
