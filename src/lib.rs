@@ -13,7 +13,7 @@
 //! - a [`Promise`] completes a future by hand, so anyone can write an
 //!   executor.
 //!
-//! The seed's thread-pool example, line for line:
+//! Python's thread-pool example, line for line:
 //!
 //! ```
 //! use concurrent_futures::ThreadPoolExecutor;
@@ -29,7 +29,7 @@
 //! # assert_eq!(results, [0, 1, 4, 9, 16, 25, 36, 49, 64, 81]);
 //! ```
 //!
-//! And the seed's process-pool example (with the default `process` feature):
+//! And Python's process-pool example (with the default `process` feature):
 //!
 //! ```
 //! use concurrent_futures::{ProcessPoolExecutor, task};

@@ -55,7 +55,7 @@ use shared::Shared;
 /// Dropping the pool shuts it down and waits for the queued work; while the
 /// thread is panicking, the queued work is cancelled instead.
 ///
-/// The seed's example, line for line:
+/// Python's `ProcessPoolExecutor` example from its documentation, line for line:
 ///
 /// ```
 /// use concurrent_futures::{ProcessPoolExecutor, task};

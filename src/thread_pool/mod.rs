@@ -45,7 +45,7 @@ pub mod __loom {
 /// while the thread is panicking, the queued work is cancelled instead (only
 /// running tasks are waited for).
 ///
-/// The seed's example, line for line:
+/// Python's `ThreadPoolExecutor` example from its documentation, line for line:
 ///
 /// ```
 /// use concurrent_futures::ThreadPoolExecutor;
