@@ -773,14 +773,26 @@ fn replacing_the_executable_does_not_break_the_pool() {
     let scratch = Gates::new();
     let copy = scratch.dir.join("copy-of-the-test-binary");
     std::fs::copy(std::env::current_exe().unwrap(), &copy).unwrap();
-    let child = std::process::Command::new(&copy)
-        .args(["--exact", name, "--nocapture", "--test-threads=1"])
-        .env(REBUILT_ENV, &copy)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    // Another test's thread may fork while the copy is still open for
+    // writing in this process; its child holds that descriptor until it
+    // execs, and running the copy meanwhile fails with ETXTBSY. Retry.
+    let mut tries = 0;
+    let child = loop {
+        let spawned = std::process::Command::new(&copy)
+            .args(["--exact", name, "--nocapture", "--test-threads=1"])
+            .env(REBUILT_ENV, &copy)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn();
+        match spawned {
+            Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && tries < 100 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            other => break other.unwrap(),
+        }
+    };
     let pid = child.id();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || tx.send(child.wait_with_output()));
