@@ -51,6 +51,8 @@ pub struct Waited<W> {
 /// with [`ReturnWhen::FirstCompleted`] or [`ReturnWhen::FirstException`] a
 /// done (or failed) future makes `wait` return without blocking.
 ///
+/// # Examples
+///
 /// ```
 /// use concurrent_futures::{Promise, ReturnWhen, wait};
 /// use std::time::Duration;
@@ -119,6 +121,8 @@ where
 /// [`Error::Timeout`] saying how many futures are unfinished (`"2 (of 4)
 /// futures unfinished"`) when the time runs out, and then ends. The iterator
 /// holds no reference to what it has already yielded.
+///
+/// # Examples
 ///
 /// ```
 /// use concurrent_futures::{ThreadPoolExecutor, as_completed};

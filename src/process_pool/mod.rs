@@ -235,6 +235,8 @@ impl ProcessPoolExecutor {
     /// is sent to its worker alone. A zero timeout is an
     /// [`Error::InvalidArgument`].
     ///
+    /// # Examples
+    ///
     /// ```
     /// use concurrent_futures::{Error, ProcessPoolExecutor, task};
     /// use std::time::Duration;
@@ -420,6 +422,8 @@ impl ProcessPoolExecutor {
     /// completes, paired with the position of its item in the input:
     /// `(position, Result)`; see [`MapUnordered`]. Everything is submitted
     /// before this returns, one message per item.
+    ///
+    /// # Examples
     ///
     /// ```
     /// use concurrent_futures::{ProcessPoolExecutor, task};

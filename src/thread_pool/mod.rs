@@ -167,6 +167,8 @@ impl ThreadPoolExecutor {
     /// method for functions registered with `#[task]`, so code written with
     /// `submit_with` moves between the pools by changing one word.
     ///
+    /// # Examples
+    ///
     /// ```
     /// use concurrent_futures::ThreadPoolExecutor;
     ///
@@ -190,6 +192,8 @@ impl ThreadPoolExecutor {
     /// `Result` per item. Everything is submitted before this returns (use
     /// [`map_with`](Self::map_with) and a buffersize for large or infinite
     /// inputs).
+    ///
+    /// # Examples
     ///
     /// ```
     /// use concurrent_futures::ThreadPoolExecutor;
@@ -260,6 +264,8 @@ impl ThreadPoolExecutor {
     /// buffersize, a chunksize and a timeout, and [`MapUnordered`] for the
     /// details.
     ///
+    /// # Examples
+    ///
     /// ```
     /// use concurrent_futures::ThreadPoolExecutor;
     ///
@@ -285,6 +291,8 @@ impl ThreadPoolExecutor {
     /// or a chunksize; see [`MapOptions`]. With a buffersize, a new chunk is
     /// submitted whenever the consumer takes up a completed one, so a slow
     /// chunk does not hold back the others.
+    ///
+    /// # Examples
     ///
     /// ```
     /// use concurrent_futures::{MapOptions, ThreadPoolExecutor};
@@ -360,6 +368,11 @@ impl ThreadPoolExecutor {
     /// stack; every task submitted through it has finished (or was dropped
     /// unrun) before `scope` returns, even if `body` panics.
     ///
+    /// Waiting inside a scope task for another task of the same pool can
+    /// deadlock a pool with too few threads, exactly as in Python.
+    ///
+    /// # Examples
+    ///
     /// ```
     /// use concurrent_futures::ThreadPoolExecutor;
     ///
@@ -371,9 +384,6 @@ impl ThreadPoolExecutor {
     /// });
     /// assert_eq!(total, 11);
     /// ```
-    ///
-    /// Waiting inside a scope task for another task of the same pool can
-    /// deadlock a pool with too few threads, exactly as in Python.
     pub fn scope<'env, F, R>(&self, body: F) -> R
     where
         F: for<'scope> FnOnce(&'scope Scope<'scope, 'env>) -> R,

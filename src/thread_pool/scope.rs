@@ -111,6 +111,8 @@ impl<'scope> Scope<'scope, '_> {
     /// travel in the chunk futures that `map` shares with the pools. A task
     /// that returns a borrow can use [`submit`](Self::submit).
     ///
+    /// # Examples
+    ///
     /// ```
     /// use concurrent_futures::ThreadPoolExecutor;
     ///
@@ -150,6 +152,8 @@ impl<'scope> Scope<'scope, '_> {
 
     /// [`map`](Self::map) with a timeout, a buffersize or a chunksize; see
     /// [`MapOptions`].
+    ///
+    /// # Examples
     ///
     /// ```
     /// use concurrent_futures::{MapOptions, ThreadPoolExecutor};
