@@ -1,4 +1,4 @@
-//! CPU-bound work on a process pool: the seed's example, then the failure
+//! CPU-bound work on a process pool: Python's example, then the failure
 //! paths that Python's pool gets wrong.
 //!
 //! Run with `cargo run --example process_pool --features process`.
@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use concurrent_futures::{Error, ProcessPoolExecutor, as_completed, task};
 
-/// The seed's task.
+/// The task of Python's example.
 #[task]
 fn task(n: u64) -> u64 {
     n * n

@@ -58,6 +58,17 @@ impl Default for MapOptions {
 impl MapOptions {
     /// No timeout, no buffersize (everything is submitted at once), chunks of
     /// one item.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::MapOptions;
+    ///
+    /// let opts = MapOptions::new();
+    /// assert_eq!(opts, MapOptions::default());
+    /// assert_eq!(opts.get_chunksize(), 1);
+    /// assert!(opts.validate().is_ok());
+    /// ```
     pub fn new() -> MapOptions {
         MapOptions::default()
     }
@@ -65,6 +76,22 @@ impl MapOptions {
     /// A deadline for the whole iteration, measured from the `map` call. When
     /// it passes, the iterator yields one [`Error::Timeout`], cancels what is
     /// left, and ends.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::{MapOptions, Promise, ThreadPoolExecutor};
+    /// use std::time::Duration;
+    ///
+    /// let pool = ThreadPoolExecutor::new(1).unwrap();
+    /// let (gate, open) = Promise::<()>::new();
+    /// let opts = MapOptions::new().timeout(Duration::from_millis(100));
+    /// // The only item waits for `gate`, which is not set in time.
+    /// let results: Vec<_> = pool.map_with(move |_: ()| open.wait(), [()], opts).unwrap().collect();
+    /// assert_eq!(results.len(), 1);
+    /// assert!(results[0].as_ref().unwrap_err().is_timeout());
+    /// gate.set_result(()).unwrap(); // let the task end
+    /// ```
     pub fn timeout(mut self, timeout: Duration) -> MapOptions {
         self.timeout = Some(timeout);
         self
@@ -73,23 +100,78 @@ impl MapOptions {
     /// Submit at most `n` chunks ahead of the consumer instead of the whole
     /// input at once; this makes an infinite input work in constant memory.
     /// Zero is an error.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::{Error, MapOptions, ThreadPoolExecutor};
+    ///
+    /// let pool = ThreadPoolExecutor::new(2).unwrap();
+    /// let opts = MapOptions::new().buffersize(4);
+    /// // An endless input: only 4 items are ever submitted ahead of the consumer.
+    /// let first: Vec<u64> = pool
+    ///     .map_with(|n: u64| n + 1, 0.., opts)
+    ///     .unwrap()
+    ///     .take(3)
+    ///     .map(Result::unwrap)
+    ///     .collect();
+    /// assert_eq!(first, [1, 2, 3]);
+    ///
+    /// let zero = pool.map_with(|n: u64| n, 0..1, MapOptions::new().buffersize(0));
+    /// assert!(matches!(zero, Err(Error::InvalidArgument(_))));
+    /// ```
     pub fn buffersize(mut self, n: usize) -> MapOptions {
         self.buffersize = Some(n);
         self
     }
 
     /// Items per task (per message, for the process pool). Zero is an error.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::{MapOptions, ThreadPoolExecutor};
+    ///
+    /// let pool = ThreadPoolExecutor::new(2).unwrap();
+    /// let opts = MapOptions::new().chunksize(10);
+    /// let threads: Vec<_> = pool
+    ///     .map_with(|_: u32| std::thread::current().id(), 0..20, opts)
+    ///     .unwrap()
+    ///     .map(Result::unwrap)
+    ///     .collect();
+    /// // Items 0 to 9 are one task, so they ran on one thread.
+    /// assert!(threads[..10].iter().all(|id| *id == threads[0]));
+    /// ```
     pub fn chunksize(mut self, n: usize) -> MapOptions {
         self.chunksize = n;
         self
     }
 
     /// The chunk size.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::MapOptions;
+    ///
+    /// assert_eq!(MapOptions::new().get_chunksize(), 1);
+    /// assert_eq!(MapOptions::new().chunksize(8).get_chunksize(), 8);
+    /// ```
     pub fn get_chunksize(&self) -> usize {
         self.chunksize
     }
 
     /// Checks the sizes: [`Error::InvalidArgument`] for a zero.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::{Error, MapOptions};
+    ///
+    /// assert!(MapOptions::new().chunksize(8).buffersize(2).validate().is_ok());
+    /// let zero = MapOptions::new().chunksize(0).validate();
+    /// assert!(matches!(zero, Err(Error::InvalidArgument(_))));
+    /// ```
     pub fn validate(&self) -> Result<(), Error> {
         if self.chunksize == 0 {
             return Err(Error::InvalidArgument(

@@ -51,6 +51,8 @@ pub struct Waited<W> {
 /// with [`ReturnWhen::FirstCompleted`] or [`ReturnWhen::FirstException`] a
 /// done (or failed) future makes `wait` return without blocking.
 ///
+/// # Examples
+///
 /// ```
 /// use concurrent_futures::{Promise, ReturnWhen, wait};
 /// use std::time::Duration;
@@ -120,6 +122,8 @@ where
 /// futures unfinished"`) when the time runs out, and then ends. The iterator
 /// holds no reference to what it has already yielded.
 ///
+/// # Examples
+///
 /// ```
 /// use concurrent_futures::{ThreadPoolExecutor, as_completed};
 ///
@@ -185,6 +189,23 @@ impl<W: Waitable> AsCompleted<W> {
     /// finished ones first, then the unfinished ones. After a timeout this
     /// is how owned futures are recovered, to wait on them again or cancel
     /// them.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::{Promise, as_completed};
+    /// use std::time::Duration;
+    ///
+    /// let (p1, f1) = Promise::new();
+    /// let (_p2, f2) = Promise::new();
+    /// p1.set_result(1).unwrap();
+    /// let mut completed = as_completed(vec![f1, f2], Some(Duration::ZERO));
+    /// assert_eq!(completed.next().unwrap().unwrap().into_result(), Ok(1));
+    /// assert!(completed.next().unwrap().unwrap_err().is_timeout()); // the other is not done
+    /// let rest = completed.into_remaining();
+    /// assert_eq!(rest.len(), 1);
+    /// assert!(rest[0].cancel()); // owned again: wait on it later, or cancel it
+    /// ```
     pub fn into_remaining(mut self) -> Vec<W> {
         let mut remaining: Vec<W> = self.ready.drain(..).collect();
         for f in std::mem::take(&mut self.pending).into_iter().flatten() {

@@ -169,6 +169,19 @@ impl<T> Future<T> {
     }
 
     /// The current state.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::{Promise, State};
+    ///
+    /// let (promise, future) = Promise::new();
+    /// assert_eq!(future.state(), State::Pending);
+    /// assert!(promise.set_running());
+    /// assert_eq!(future.state(), State::Running);
+    /// promise.set_result(42).unwrap();
+    /// assert_eq!(future.state(), State::Finished);
+    /// ```
     pub fn state(&self) -> State {
         match self.header().observed_state() {
             PENDING => State::Pending,
@@ -184,6 +197,24 @@ impl<T> Future<T> {
     /// was), `false` if it is running or finished; a running task is never
     /// interrupted by `cancel` (see [`abort`](Self::abort)). Cancelling wakes
     /// every waiter and runs the done callbacks in this thread.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::{Error, Promise, ThreadPoolExecutor};
+    ///
+    /// let pool = ThreadPoolExecutor::new(1).unwrap();
+    /// // Keep the only worker busy until `gate` is set.
+    /// let (gate, open) = Promise::<()>::new();
+    /// let busy = pool.submit(move || open.wait()).unwrap();
+    /// let queued = pool.submit(|| 42).unwrap();
+    /// assert!(queued.cancel()); // not started: cancelled, and it never runs
+    /// assert_eq!(queued.result(), Err(Error::Cancelled));
+    ///
+    /// gate.set_result(()).unwrap();
+    /// busy.wait();
+    /// assert!(!busy.cancel()); // finished: too late to cancel
+    /// ```
     pub fn cancel(&self) -> bool {
         self.header().cancel()
     }
@@ -192,6 +223,25 @@ impl<T> Future<T> {
     /// its executor can stop it (the process pool kills and replaces the
     /// worker running it; threads cannot be stopped, so a running thread-pool
     /// task returns `false`). Returns `true` if the future ended cancelled.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::Promise;
+    /// use std::sync::Arc;
+    /// use std::sync::atomic::{AtomicBool, Ordering};
+    ///
+    /// let (promise, future) = Promise::<u32>::new();
+    /// let stopped = Arc::new(AtomicBool::new(false));
+    /// let flag = Arc::clone(&stopped);
+    /// promise.set_abort_handler(move || flag.store(true, Ordering::SeqCst));
+    /// assert!(promise.set_running());
+    ///
+    /// assert!(!future.cancel()); // `cancel` leaves a running task alone
+    /// assert!(future.abort()); // `abort` stops it
+    /// assert!(future.cancelled());
+    /// assert!(stopped.load(Ordering::SeqCst));
+    /// ```
     pub fn abort(&self) -> bool {
         self.header().abort()
     }
@@ -199,11 +249,34 @@ impl<T> Future<T> {
     /// Wraps the future so that dropping it before it settled stops the
     /// task ([`abort`](Self::abort)): for async code, where a dropped
     /// `.await` should not leave the work running. See [`AbortOnDrop`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::Promise;
+    ///
+    /// let (promise, future) = Promise::<u32>::new();
+    /// let guarded = future.abort_on_drop();
+    /// assert!(!guarded.done()); // it reads like the future itself
+    /// drop(guarded); // dropped before it settled: the task is stopped
+    /// assert!(promise.is_cancelled());
+    /// ```
     pub fn abort_on_drop(self) -> AbortOnDrop<T> {
         AbortOnDrop::new(self)
     }
 
     /// True if the future was cancelled.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::Promise;
+    ///
+    /// let (_promise, future) = Promise::<u32>::new();
+    /// assert!(!future.cancelled());
+    /// assert!(future.cancel());
+    /// assert!(future.cancelled());
+    /// ```
     pub fn cancelled(&self) -> bool {
         self.header().state() == CANCELLED
     }
@@ -211,22 +284,74 @@ impl<T> Future<T> {
     /// True while a worker runs the task: it has really begun. (A task that
     /// a process pool sent ahead to a worker stays pending, and cancellable,
     /// until the worker starts it.)
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::Promise;
+    ///
+    /// let (promise, future) = Promise::new();
+    /// assert!(!future.running()); // pending
+    /// assert!(promise.set_running());
+    /// assert!(future.running());
+    /// promise.set_result(()).unwrap();
+    /// assert!(!future.running()); // finished
+    /// ```
     pub fn running(&self) -> bool {
         self.header().observed_state() == RUNNING
     }
 
     /// True if the future is cancelled or finished.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::Promise;
+    ///
+    /// let (promise, future) = Promise::new();
+    /// assert!(!future.done());
+    /// promise.set_result("ready").unwrap();
+    /// assert!(future.done());
+    ///
+    /// let (_promise, cancelled) = Promise::<u32>::new();
+    /// cancelled.cancel();
+    /// assert!(cancelled.done()); // cancelled counts as done
+    /// ```
     pub fn done(&self) -> bool {
         self.header().done()
     }
 
     /// Blocks until the future is done.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::ThreadPoolExecutor;
+    ///
+    /// let pool = ThreadPoolExecutor::new(1).unwrap();
+    /// let future = pool.submit(|| 6 * 7).unwrap();
+    /// future.wait();
+    /// assert!(future.done());
+    /// assert_eq!(future.result(), Ok(&42));
+    /// ```
     pub fn wait(&self) {
         self.header().wait(None, false);
     }
 
     /// Blocks until the future is done or `timeout` has passed; returns
     /// whether it is done.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::Promise;
+    /// use std::time::Duration;
+    ///
+    /// let (promise, future) = Promise::new();
+    /// assert!(!future.wait_timeout(Duration::ZERO)); // not done yet
+    /// promise.set_result(1).unwrap();
+    /// assert!(future.wait_timeout(Duration::from_secs(30)));
+    /// ```
     pub fn wait_timeout(&self, timeout: Duration) -> bool {
         self.header().wait(deadline(timeout), false)
     }
@@ -234,6 +359,21 @@ impl<T> Future<T> {
     /// Blocks until the task has finished and returns its value, or its error:
     /// [`Error::Cancelled`] if cancelled, [`Error::Panicked`] if it panicked,
     /// and so on.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::{Error, ThreadPoolExecutor};
+    ///
+    /// let pool = ThreadPoolExecutor::new(2).unwrap();
+    /// let ok = pool.submit(|| "done".to_string()).unwrap();
+    /// assert_eq!(ok.result().map(String::as_str), Ok("done"));
+    /// // The value stays in the future: `result` can be called again.
+    /// assert_eq!(ok.result().unwrap().len(), 4);
+    ///
+    /// let failed = pool.submit(|| -> u32 { panic!("boom") }).unwrap();
+    /// assert!(matches!(failed.result(), Err(Error::Panicked { message, .. }) if message == "boom"));
+    /// ```
     pub fn result(&self) -> Result<&T, Error> {
         self.wait();
         self.read()
@@ -242,6 +382,19 @@ impl<T> Future<T> {
     /// Like [`result`](Self::result), waiting at most `timeout`. On timeout it
     /// returns [`Error::Timeout`] and the future stays usable: call again
     /// later. A zero timeout polls.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::Promise;
+    /// use std::time::Duration;
+    ///
+    /// let (promise, future) = Promise::new();
+    /// let early = future.result_timeout(Duration::ZERO);
+    /// assert!(early.unwrap_err().is_timeout());
+    /// promise.set_result(3).unwrap();
+    /// assert_eq!(future.result_timeout(Duration::from_secs(30)), Ok(&3));
+    /// ```
     pub fn result_timeout(&self, timeout: Duration) -> Result<&T, Error> {
         if !self.wait_timeout(timeout) {
             return Err(Error::timeout(1, 1));
@@ -255,6 +408,17 @@ impl<T> Future<T> {
     /// handle to it), it returns [`Error::InvalidState`] instead: the value
     /// cannot move while the callbacks may borrow it, and waiting for them
     /// to end would never return.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::ThreadPoolExecutor;
+    ///
+    /// let pool = ThreadPoolExecutor::new(1).unwrap();
+    /// let future = pool.submit(|| vec![1, 2, 3]).unwrap();
+    /// let numbers: Vec<i32> = future.into_result().unwrap(); // moved out, not cloned
+    /// assert_eq!(numbers, [1, 2, 3]);
+    /// ```
     pub fn into_result(mut self) -> Result<T, Error> {
         if self.header().in_own_callback() {
             return Err(own_callback());
@@ -266,6 +430,24 @@ impl<T> Future<T> {
     /// The task's error, if it failed, after waiting for it to finish:
     /// `Ok(None)` if it produced a value, `Ok(Some(error))` if it failed, and
     /// `Err(Error::Cancelled)` if it was cancelled.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::{Error, Promise};
+    ///
+    /// let (promise, ok) = Promise::new();
+    /// promise.set_result(1).unwrap();
+    /// assert_eq!(ok.exception(), Ok(None));
+    ///
+    /// let (promise, failed) = Promise::<i32>::new();
+    /// promise.set_error(Error::InvalidArgument("negative".into())).unwrap();
+    /// assert_eq!(failed.exception(), Ok(Some(Error::InvalidArgument("negative".into()))));
+    ///
+    /// let (_promise, cancelled) = Promise::<i32>::new();
+    /// cancelled.cancel();
+    /// assert_eq!(cancelled.exception(), Err(Error::Cancelled));
+    /// ```
     pub fn exception(&self) -> Result<Option<Error>, Error> {
         self.wait();
         self.read_exception()
@@ -273,6 +455,18 @@ impl<T> Future<T> {
 
     /// Like [`exception`](Self::exception), waiting at most `timeout`
     /// ([`Error::Timeout`] otherwise).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::{Error, Promise};
+    /// use std::time::Duration;
+    ///
+    /// let (promise, future) = Promise::<u32>::new();
+    /// assert!(future.exception_timeout(Duration::ZERO).unwrap_err().is_timeout());
+    /// drop(promise); // a promise dropped unfulfilled fails its future
+    /// assert_eq!(future.exception_timeout(Duration::from_secs(30)), Ok(Some(Error::Abandoned)));
+    /// ```
     pub fn exception_timeout(&self, timeout: Duration) -> Result<Option<Error>, Error> {
         if !self.wait_timeout(timeout) {
             return Err(Error::timeout(1, 1));
@@ -330,6 +524,20 @@ impl<T: Send + Sync + 'static> Future<T> {
     /// stderr and the remaining callbacks still run. Taking the value out
     /// ([`into_result`](Self::into_result), `.await`) waits until the
     /// callbacks have run, since they may borrow it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::Promise;
+    /// use std::sync::mpsc;
+    ///
+    /// let (promise, future) = Promise::new();
+    /// let (tx, rx) = mpsc::channel();
+    /// future.add_done_callback(move |f| tx.send(*f.result().unwrap() * 2).unwrap());
+    /// assert!(rx.try_recv().is_err()); // not done: the callback waits
+    /// promise.set_result(21).unwrap(); // runs the callback, in this thread
+    /// assert_eq!(rx.try_recv(), Ok(42));
+    /// ```
     pub fn add_done_callback<F>(&self, callback: F)
     where
         F: FnOnce(&Future<T>) + Send + 'static,
@@ -359,6 +567,20 @@ pub(crate) fn deadline(timeout: Duration) -> Option<Instant> {
     Instant::now().checked_add(timeout)
 }
 
+/// Awaiting a future takes its value out, like
+/// [`into_result`](Future::into_result), without blocking a thread; any
+/// async runtime can drive it.
+///
+/// # Examples
+///
+/// ```
+/// use concurrent_futures::ThreadPoolExecutor;
+///
+/// let pool = ThreadPoolExecutor::new(1).unwrap();
+/// let future = pool.submit(|| 6 * 7).unwrap();
+/// let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+/// assert_eq!(rt.block_on(async { future.await }), Ok(42));
+/// ```
 impl<T> std::future::Future for Future<T> {
     type Output = Result<T, Error>;
 

@@ -34,6 +34,17 @@ pub struct Promise<T> {
 
 impl<T: Send + 'static> Promise<T> {
     /// A new pending future and the promise that completes it.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::Promise;
+    ///
+    /// let (promise, future) = Promise::new();
+    /// assert!(!future.done());
+    /// promise.set_result("hello").unwrap();
+    /// assert_eq!(future.into_result(), Ok("hello"));
+    /// ```
     #[allow(clippy::new_ret_no_self)]
     #[must_use = "the Future is how the value set on the Promise is read; a Promise dropped unused fails its Future"]
     pub fn new() -> (Promise<T>, Future<T>) {
@@ -47,21 +58,76 @@ impl<T> Promise<T> {
     /// Marks the future running, just before the task starts. Returns `false`
     /// if the future was cancelled (or is no longer pending): then the task
     /// must not run. Python's `set_running_or_notify_cancel`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::Promise;
+    ///
+    /// let (promise, future) = Promise::<u32>::new();
+    /// assert!(promise.set_running()); // pending: the task may start
+    /// assert!(future.running());
+    ///
+    /// let (promise, future) = Promise::<u32>::new();
+    /// future.cancel();
+    /// assert!(!promise.set_running()); // cancelled: the task must not run
+    /// ```
     pub fn set_running(&self) -> bool {
         self.core.header().set_running()
     }
 
     /// Finishes the future with a value.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::{Error, Promise};
+    ///
+    /// let (promise, future) = Promise::new();
+    /// promise.set_result(42).unwrap();
+    /// assert_eq!(future.result(), Ok(&42));
+    /// // A second completion is refused; the first value stays.
+    /// assert!(matches!(promise.set_result(0), Err(Error::InvalidState(_))));
+    /// assert_eq!(future.result(), Ok(&42));
+    /// ```
     pub fn set_result(&self, value: T) -> Result<(), Error> {
         self.core.complete(Ok(value))
     }
 
     /// Finishes the future with an error.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::{Error, Promise};
+    ///
+    /// let (promise, future) = Promise::<u32>::new();
+    /// promise.set_error(Error::InvalidArgument("no input".into())).unwrap();
+    /// assert_eq!(future.result(), Err(Error::InvalidArgument("no input".into())));
+    /// ```
     pub fn set_error(&self, error: Error) -> Result<(), Error> {
         self.core.complete(Err(error))
     }
 
     /// Finishes the future with a value or an error.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::{Error, Promise};
+    ///
+    /// fn parse(text: &str) -> Result<u32, Error> {
+    ///     text.parse().map_err(|_| Error::InvalidArgument(format!("not a number: {text}")))
+    /// }
+    ///
+    /// let (promise, future) = Promise::new();
+    /// promise.set_outcome(parse("42")).unwrap();
+    /// assert_eq!(future.into_result(), Ok(42));
+    ///
+    /// let (promise, future) = Promise::new();
+    /// promise.set_outcome(parse("forty-two")).unwrap();
+    /// assert!(matches!(future.into_result(), Err(Error::InvalidArgument(_))));
+    /// ```
     pub fn set_outcome(&self, outcome: Result<T, Error>) -> Result<(), Error> {
         self.core.complete(outcome)
     }
@@ -116,16 +182,48 @@ impl<T> Promise<T> {
 
     /// Cancels the future if it is still pending (executors use this to
     /// cancel queued work). Same result as [`Future::cancel`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::{Error, Promise};
+    ///
+    /// let (promise, future) = Promise::<u32>::new();
+    /// assert!(promise.cancel());
+    /// assert_eq!(future.result(), Err(Error::Cancelled));
+    /// ```
     pub fn cancel(&self) -> bool {
         self.core.header().cancel()
     }
 
     /// True if the future was cancelled.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::Promise;
+    ///
+    /// let (promise, future) = Promise::<u32>::new();
+    /// assert!(!promise.is_cancelled());
+    /// future.cancel(); // the consumer gave up on the value
+    /// assert!(promise.is_cancelled());
+    /// ```
     pub fn is_cancelled(&self) -> bool {
         self.core.header().state() == super::state::CANCELLED
     }
 
     /// True if the future is finished or cancelled.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::Promise;
+    ///
+    /// let (promise, _future) = Promise::new();
+    /// assert!(!promise.is_done());
+    /// promise.set_result(1).unwrap();
+    /// assert!(promise.is_done());
+    /// ```
     pub fn is_done(&self) -> bool {
         self.core.header().done()
     }
@@ -133,6 +231,24 @@ impl<T> Promise<T> {
     /// Installs what [`Future::abort`] does to a *running* future: the future
     /// is first marked cancelled (waking every waiter), then `handler` runs,
     /// and must stop the work. Ignored once the future is done.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::{Error, Promise};
+    /// use std::sync::Arc;
+    /// use std::sync::atomic::{AtomicBool, Ordering};
+    ///
+    /// let (promise, future) = Promise::<u32>::new();
+    /// let stop = Arc::new(AtomicBool::new(false));
+    /// let flag = Arc::clone(&stop);
+    /// promise.set_abort_handler(move || flag.store(true, Ordering::SeqCst));
+    ///
+    /// assert!(promise.set_running());
+    /// assert!(future.abort()); // marks the future cancelled, then runs the handler
+    /// assert!(stop.load(Ordering::SeqCst)); // the work would check this flag and stop
+    /// assert_eq!(future.result(), Err(Error::Cancelled));
+    /// ```
     pub fn set_abort_handler(&self, handler: impl FnOnce() + Send + 'static) {
         self.core.header().set_abort_handler(Box::new(handler));
     }

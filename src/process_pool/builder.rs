@@ -94,6 +94,18 @@ impl fmt::Debug for ProcessPoolBuilder {
 impl ProcessPoolBuilder {
     /// The defaults: one worker per CPU, no initializer, workers never
     /// replaced, no per-task timeout.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::ProcessPoolBuilder;
+    ///
+    /// fn main() {
+    ///     let pool = ProcessPoolBuilder::new().build().unwrap();
+    ///     let cpus = std::thread::available_parallelism().unwrap().get();
+    ///     assert_eq!(pool.max_workers(), cpus);
+    /// }
+    /// ```
     pub fn new() -> ProcessPoolBuilder {
         ProcessPoolBuilder {
             max_workers: None,
@@ -105,6 +117,19 @@ impl ProcessPoolBuilder {
 
     /// The most worker processes (default: the number of CPUs). Zero is an
     /// [`Error::InvalidArgument`] at [`build`](Self::build).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::{Error, ProcessPoolBuilder};
+    ///
+    /// fn main() {
+    ///     let pool = ProcessPoolBuilder::new().max_workers(2).build().unwrap();
+    ///     assert_eq!(pool.max_workers(), 2);
+    ///     let zero = ProcessPoolBuilder::new().max_workers(0).build();
+    ///     assert!(matches!(zero, Err(Error::InvalidArgument(_))));
+    /// }
+    /// ```
     pub fn max_workers(mut self, n: usize) -> ProcessPoolBuilder {
         self.max_workers = Some(n);
         self
@@ -112,6 +137,28 @@ impl ProcessPoolBuilder {
 
     /// Replace a worker after it ran `n` tasks (a `map` chunk counts as one).
     /// Zero is an [`Error::InvalidArgument`] at [`build`](Self::build).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::{ProcessPoolBuilder, task};
+    ///
+    /// #[task]
+    /// fn pid() -> u32 {
+    ///     std::process::id()
+    /// }
+    ///
+    /// fn main() {
+    ///     let pool = ProcessPoolBuilder::new()
+    ///         .max_workers(1)
+    ///         .max_tasks_per_child(1)
+    ///         .build()
+    ///         .unwrap();
+    ///     let first = pool.submit(pid, ()).unwrap().into_result().unwrap();
+    ///     let second = pool.submit(pid, ()).unwrap().into_result().unwrap();
+    ///     assert_ne!(first, second); // each task had a fresh worker
+    /// }
+    /// ```
     pub fn max_tasks_per_child(mut self, n: usize) -> ProcessPoolBuilder {
         self.max_tasks_per_child = Some(n);
         self
@@ -120,6 +167,37 @@ impl ProcessPoolBuilder {
     /// A per-task timeout: a worker still running a task (or a `map` chunk)
     /// after `timeout` is killed and replaced, and the task's future fails
     /// with [`Error::TaskTimeout`]. Tasks are then sent one at a time.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::{Error, ProcessPoolBuilder, task};
+    /// use std::time::Duration;
+    ///
+    /// #[task]
+    /// fn spin() {
+    ///     loop {
+    ///         std::hint::spin_loop();
+    ///     }
+    /// }
+    ///
+    /// #[task]
+    /// fn double(n: u32) -> u32 {
+    ///     n * 2
+    /// }
+    ///
+    /// fn main() {
+    ///     let pool = ProcessPoolBuilder::new()
+    ///         .max_workers(1)
+    ///         .timeout(Duration::from_millis(250))
+    ///         .build()
+    ///         .unwrap();
+    ///     let stuck = pool.submit(spin, ()).unwrap();
+    ///     assert!(matches!(stuck.into_result(), Err(Error::TaskTimeout(_))));
+    ///     // The worker was replaced; the pool goes on.
+    ///     assert_eq!(pool.submit(double, 21).unwrap().into_result(), Ok(42));
+    /// }
+    /// ```
     pub fn timeout(mut self, timeout: Duration) -> ProcessPoolBuilder {
         self.timeout = Some(timeout);
         self
@@ -128,6 +206,48 @@ impl ProcessPoolBuilder {
     /// A registered task that runs in every new worker before any other.
     /// If it panics, returns `Err` or cannot run, the pool is broken: queued
     /// and later tasks fail with [`Error::BrokenPool`] naming the reason.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::{Error, ProcessPoolBuilder, task};
+    /// use std::sync::atomic::{AtomicU32, Ordering};
+    ///
+    /// static LEVEL: AtomicU32 = AtomicU32::new(0);
+    ///
+    /// #[task]
+    /// fn set_level(level: u32) {
+    ///     LEVEL.store(level, Ordering::SeqCst);
+    /// }
+    ///
+    /// #[task]
+    /// fn current_level() -> u32 {
+    ///     LEVEL.load(Ordering::SeqCst)
+    /// }
+    ///
+    /// #[task]
+    /// fn refuse() -> Result<(), String> {
+    ///     Err("no licence".to_string())
+    /// }
+    ///
+    /// fn main() {
+    ///     let pool = ProcessPoolBuilder::new()
+    ///         .max_workers(1)
+    ///         .initializer(set_level, 3)
+    ///         .build()
+    ///         .unwrap();
+    ///     assert_eq!(pool.submit(current_level, ()).unwrap().into_result(), Ok(3));
+    ///     assert_eq!(LEVEL.load(Ordering::SeqCst), 0); // it ran in the worker only
+    ///
+    ///     let broken = ProcessPoolBuilder::new()
+    ///         .max_workers(1)
+    ///         .initializer(refuse, ())
+    ///         .build()
+    ///         .unwrap();
+    ///     let outcome = broken.submit(current_level, ()).and_then(|f| f.into_result());
+    ///     assert!(matches!(outcome, Err(Error::BrokenPool(reason)) if reason.contains("no licence")));
+    /// }
+    /// ```
     pub fn initializer<F, A, M>(mut self, task: F, args: A) -> ProcessPoolBuilder
     where
         F: RegisteredTask<A, M>,
@@ -153,6 +273,26 @@ impl ProcessPoolBuilder {
 
     /// Checks the settings and makes the pool. No process starts until the
     /// first task is submitted.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::{Error, ProcessPoolBuilder, task};
+    ///
+    /// #[task]
+    /// fn double(n: u32) -> u32 {
+    ///     n * 2
+    /// }
+    ///
+    /// fn main() {
+    ///     let pool = ProcessPoolBuilder::new().max_workers(2).build().unwrap();
+    ///     assert!(pool.worker_pids().is_empty()); // no process yet
+    ///     assert_eq!(pool.submit(double, 21).unwrap().into_result(), Ok(42));
+    ///
+    ///     let bad = ProcessPoolBuilder::new().max_tasks_per_child(0).build();
+    ///     assert!(matches!(bad, Err(Error::InvalidArgument(_))));
+    /// }
+    /// ```
     pub fn build(self) -> Result<ProcessPoolExecutor, Error> {
         let max_workers = match self.max_workers {
             Some(0) => {

@@ -104,22 +104,79 @@ pub struct ProcessPoolExecutor {
 impl ProcessPoolExecutor {
     /// A pool of at most `max_workers` processes. Zero is an
     /// [`Error::InvalidArgument`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::{Error, ProcessPoolExecutor, task};
+    ///
+    /// #[task]
+    /// fn square(n: u64) -> u64 {
+    ///     n * n
+    /// }
+    ///
+    /// fn main() {
+    ///     let pool = ProcessPoolExecutor::new(2).unwrap();
+    ///     assert_eq!(pool.submit(square, 7).unwrap().into_result(), Ok(49));
+    ///     assert!(matches!(ProcessPoolExecutor::new(0), Err(Error::InvalidArgument(_))));
+    /// }
+    /// ```
     pub fn new(max_workers: usize) -> Result<ProcessPoolExecutor, Error> {
         ProcessPoolBuilder::new().max_workers(max_workers).build()
     }
 
     /// A builder for the other settings: initializer, max_tasks_per_child,
     /// per-task timeout.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::ProcessPoolExecutor;
+    ///
+    /// fn main() {
+    ///     let pool = ProcessPoolExecutor::builder().max_workers(1).build().unwrap();
+    ///     assert_eq!(pool.max_workers(), 1);
+    /// }
+    /// ```
     pub fn builder() -> ProcessPoolBuilder {
         ProcessPoolBuilder::new()
     }
 
     /// The most worker processes this pool runs.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::ProcessPoolExecutor;
+    ///
+    /// fn main() {
+    ///     let pool = ProcessPoolExecutor::new(3).unwrap();
+    ///     assert_eq!(pool.max_workers(), 3);
+    /// }
+    /// ```
     pub fn max_workers(&self) -> usize {
         self.shared.config.max_workers
     }
 
     /// The process ids of the workers alive now.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::{ProcessPoolExecutor, task};
+    ///
+    /// #[task]
+    /// fn pid() -> u32 {
+    ///     std::process::id()
+    /// }
+    ///
+    /// fn main() {
+    ///     let pool = ProcessPoolExecutor::new(1).unwrap();
+    ///     assert!(pool.worker_pids().is_empty()); // workers start on demand
+    ///     let worker = pool.submit(pid, ()).unwrap().into_result().unwrap();
+    ///     assert_eq!(pool.worker_pids(), [worker]);
+    /// }
+    /// ```
     pub fn worker_pids(&self) -> Vec<u32> {
         self.shared.pids()
     }
@@ -134,6 +191,33 @@ impl ProcessPoolExecutor {
     /// `args` cannot be serialized, [`Error::ShutDown`] after
     /// [`shutdown`](Self::shutdown) and [`Error::BrokenPool`] once an
     /// initializer failed.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::{Error, ProcessPoolExecutor, task};
+    ///
+    /// #[task]
+    /// fn add(a: i64, b: i64) -> i64 {
+    ///     a + b
+    /// }
+    ///
+    /// #[task]
+    /// fn fail(reason: String) -> u32 {
+    ///     panic!("{reason}")
+    /// }
+    ///
+    /// fn main() {
+    ///     let pool = ProcessPoolExecutor::new(2).unwrap();
+    ///     let sum = pool.submit(add, (40, 2)).unwrap();
+    ///     assert_eq!(sum.into_result(), Ok(42));
+    ///
+    ///     // A panic fails only its own task, with its message.
+    ///     let failed = pool.submit(fail, "bad input".to_string()).unwrap();
+    ///     let outcome = failed.into_result();
+    ///     assert!(matches!(outcome, Err(Error::Panicked { message, .. }) if message == "bad input"));
+    /// }
+    /// ```
     pub fn submit<F, A, M>(&self, task: F, args: A) -> Result<Future<F::Output>, Error>
     where
         F: RegisteredTask<A, M>,
@@ -150,6 +234,8 @@ impl ProcessPoolExecutor {
     /// replaced, and the future fails with [`Error::TaskTimeout`]. The task
     /// is sent to its worker alone. A zero timeout is an
     /// [`Error::InvalidArgument`].
+    ///
+    /// # Examples
     ///
     /// ```
     /// use concurrent_futures::{Error, ProcessPoolExecutor, task};
@@ -219,6 +305,22 @@ impl ProcessPoolExecutor {
     /// ([`ThreadPoolExecutor::submit_with`](crate::ThreadPoolExecutor::submit_with)),
     /// so that code using registered tasks moves from threads to processes
     /// by changing one word.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::{ProcessPoolExecutor, task};
+    ///
+    /// #[task]
+    /// fn add(a: i64, b: i64) -> i64 {
+    ///     a + b
+    /// }
+    ///
+    /// fn main() {
+    ///     let pool = ProcessPoolExecutor::new(1).unwrap();
+    ///     assert_eq!(pool.submit_with(add, (40, 2)).unwrap().into_result(), Ok(42));
+    /// }
+    /// ```
     pub fn submit_with<F, A, M>(&self, task: F, args: A) -> Result<Future<F::Output>, Error>
     where
         F: RegisteredTask<A, M>,
@@ -232,6 +334,28 @@ impl ProcessPoolExecutor {
     /// `Result` per item. Everything is submitted before this returns, one
     /// message per item; see [`map_with`](Self::map_with) for chunks,
     /// a buffersize and a timeout.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::{ProcessPoolExecutor, task};
+    ///
+    /// #[task]
+    /// fn word_len(word: String) -> usize {
+    ///     word.len()
+    /// }
+    ///
+    /// fn main() {
+    ///     let pool = ProcessPoolExecutor::new(2).unwrap();
+    ///     let words = ["a", "bb", "ccc"].map(String::from);
+    ///     let lengths: Vec<usize> = pool
+    ///         .map(word_len, words)
+    ///         .unwrap()
+    ///         .collect::<Result<_, _>>()
+    ///         .unwrap();
+    ///     assert_eq!(lengths, [1, 2, 3]);
+    /// }
+    /// ```
     pub fn map<'a, F, A, M, I>(&self, task: F, items: I) -> Result<Map<'a, F::Output>, Error>
     where
         F: RegisteredTask<A, M>,
@@ -247,6 +371,33 @@ impl ProcessPoolExecutor {
     /// worker runs a chunk in one go; a dead worker fails its chunk only),
     /// `buffersize` chunks submitted ahead of the consumer at most, and a
     /// `timeout` for the whole iteration.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::{Error, MapOptions, ProcessPoolExecutor, task};
+    /// use std::time::Duration;
+    ///
+    /// #[task]
+    /// fn halve(n: u32) -> u32 {
+    ///     assert!(n % 2 == 0, "{n} is odd");
+    ///     n / 2
+    /// }
+    ///
+    /// fn main() {
+    ///     let pool = ProcessPoolExecutor::new(2).unwrap();
+    ///     let opts = MapOptions::new()
+    ///         .chunksize(25)
+    ///         .buffersize(2)
+    ///         .timeout(Duration::from_secs(60));
+    ///     let results: Vec<Result<u32, Error>> = pool.map_with(halve, 0..100, opts).unwrap().collect();
+    ///     assert_eq!(results.len(), 100);
+    ///     assert_eq!(results[10], Ok(5));
+    ///     // One failing item does not fail its chunk or end the iteration.
+    ///     assert!(matches!(results[11], Err(Error::Panicked { .. })));
+    ///     assert_eq!(results[12], Ok(6));
+    /// }
+    /// ```
     pub fn map_with<'a, F, A, M, I>(
         &self,
         task: F,
@@ -271,6 +422,8 @@ impl ProcessPoolExecutor {
     /// completes, paired with the position of its item in the input:
     /// `(position, Result)`; see [`MapUnordered`]. Everything is submitted
     /// before this returns, one message per item.
+    ///
+    /// # Examples
     ///
     /// ```
     /// use concurrent_futures::{ProcessPoolExecutor, task};
@@ -308,6 +461,28 @@ impl ProcessPoolExecutor {
     /// [`map_with`](Self::map_with). With a buffersize, a new chunk is
     /// submitted whenever the consumer takes up a completed one, so a slow
     /// chunk does not hold back the others.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::{MapOptions, ProcessPoolExecutor, task};
+    ///
+    /// #[task]
+    /// fn square(n: u64) -> u64 {
+    ///     n * n
+    /// }
+    ///
+    /// fn main() {
+    ///     let pool = ProcessPoolExecutor::new(2).unwrap();
+    ///     let opts = MapOptions::new().chunksize(10).buffersize(2);
+    ///     let mut seen = 0;
+    ///     for (i, result) in pool.map_unordered_with(square, 0..50u64, opts).unwrap() {
+    ///         assert_eq!(result, Ok((i * i) as u64));
+    ///         seen += 1;
+    ///     }
+    ///     assert_eq!(seen, 50);
+    /// }
+    /// ```
     pub fn map_unordered_with<'a, F, A, M, I>(
         &self,
         task: F,
@@ -393,6 +568,26 @@ impl ProcessPoolExecutor {
     /// Queued tasks still run, unless `cancel_futures`, which cancels them.
     /// With `wait`, returns once every worker process has exited and been
     /// reaped. Calling it again is harmless (and waits, with `wait`).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::{Error, ProcessPoolExecutor, task};
+    ///
+    /// #[task]
+    /// fn double(n: u32) -> u32 {
+    ///     n * 2
+    /// }
+    ///
+    /// fn main() {
+    ///     let pool = ProcessPoolExecutor::new(1).unwrap();
+    ///     let queued = pool.submit(double, 21).unwrap();
+    ///     pool.shutdown(true, false); // queued work still runs; wait for the workers
+    ///     assert_eq!(queued.into_result(), Ok(42));
+    ///     assert!(pool.worker_pids().is_empty());
+    ///     assert!(matches!(pool.submit(double, 1), Err(Error::ShutDown)));
+    /// }
+    /// ```
     pub fn shutdown(&self, wait: bool, cancel_futures: bool) {
         self.shared.shutdown(wait, cancel_futures);
     }
@@ -400,12 +595,66 @@ impl ProcessPoolExecutor {
     /// Shuts down, cancelling the queue, and stops every worker with
     /// SIGTERM; the tasks they ran fail with [`Error::WorkerDied`]. Returns
     /// once every worker is reaped.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::{Error, ProcessPoolExecutor, task};
+    /// use std::time::{Duration, Instant};
+    ///
+    /// #[task]
+    /// fn spin() {
+    ///     loop {
+    ///         std::hint::spin_loop();
+    ///     }
+    /// }
+    ///
+    /// fn main() {
+    ///     let pool = ProcessPoolExecutor::new(1).unwrap();
+    ///     let stuck = pool.submit(spin, ()).unwrap();
+    ///     let start = Instant::now();
+    ///     while !stuck.running() {
+    ///         assert!(start.elapsed() < Duration::from_secs(30), "the task never started");
+    ///         std::thread::yield_now();
+    ///     }
+    ///     pool.terminate_workers();
+    ///     assert!(matches!(stuck.into_result(), Err(Error::WorkerDied { .. })));
+    ///     assert!(pool.worker_pids().is_empty());
+    /// }
+    /// ```
     pub fn terminate_workers(&self) {
         self.shared.signal_workers(libc::SIGTERM);
     }
 
     /// Like [`terminate_workers`](Self::terminate_workers) with SIGKILL,
     /// which a worker cannot ignore.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::{Error, ProcessPoolExecutor, task};
+    /// use std::time::{Duration, Instant};
+    ///
+    /// #[task]
+    /// fn spin() {
+    ///     loop {
+    ///         std::hint::spin_loop();
+    ///     }
+    /// }
+    ///
+    /// fn main() {
+    ///     let pool = ProcessPoolExecutor::new(1).unwrap();
+    ///     let stuck = pool.submit(spin, ()).unwrap();
+    ///     let start = Instant::now();
+    ///     while !stuck.running() {
+    ///         assert!(start.elapsed() < Duration::from_secs(30), "the task never started");
+    ///         std::thread::yield_now();
+    ///     }
+    ///     pool.kill_workers();
+    ///     assert!(matches!(stuck.into_result(), Err(Error::WorkerDied { .. })));
+    ///     assert!(matches!(pool.submit(spin, ()), Err(Error::ShutDown)));
+    /// }
+    /// ```
     pub fn kill_workers(&self) {
         self.shared.signal_workers(libc::SIGKILL);
     }

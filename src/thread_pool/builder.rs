@@ -35,6 +35,15 @@ impl Default for ThreadPoolBuilder {
 impl ThreadPoolBuilder {
     /// Default settings: `min(32, cpus + 4)` workers, names
     /// `ThreadPoolExecutor-{pool}_{n}`, no initializer.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::ThreadPoolBuilder;
+    ///
+    /// let pool = ThreadPoolBuilder::new().build().unwrap();
+    /// assert!(pool.max_workers() >= 5); // min(32, cpus + 4)
+    /// ```
     pub fn new() -> ThreadPoolBuilder {
         ThreadPoolBuilder {
             max_workers: None,
@@ -44,6 +53,17 @@ impl ThreadPoolBuilder {
     }
 
     /// The most threads the pool runs. Zero is an error at `build`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::{Error, ThreadPoolBuilder};
+    ///
+    /// let pool = ThreadPoolBuilder::new().max_workers(8).build().unwrap();
+    /// assert_eq!(pool.max_workers(), 8);
+    /// let zero = ThreadPoolBuilder::new().max_workers(0).build();
+    /// assert!(matches!(zero, Err(Error::InvalidArgument(_))));
+    /// ```
     pub fn max_workers(mut self, n: usize) -> Self {
         self.max_workers = Some(n);
         self
@@ -51,6 +71,16 @@ impl ThreadPoolBuilder {
 
     /// Worker threads are named `{prefix}_{n}`, `n` counting from 0. A
     /// prefix with a NUL byte is an error at `build`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::ThreadPoolBuilder;
+    ///
+    /// let pool = ThreadPoolBuilder::new().max_workers(1).thread_name_prefix("io").build().unwrap();
+    /// let name = pool.submit(|| std::thread::current().name().map(String::from)).unwrap();
+    /// assert_eq!(name.into_result().unwrap().as_deref(), Some("io_0"));
+    /// ```
     pub fn thread_name_prefix(mut self, prefix: impl Into<String>) -> Self {
         self.thread_name_prefix = Some(prefix.into());
         self
@@ -58,6 +88,25 @@ impl ThreadPoolBuilder {
 
     /// Runs `init` at the start of each worker thread. If it panics, the pool
     /// is broken: queued and later tasks fail with [`Error::BrokenPool`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::ThreadPoolBuilder;
+    /// use std::cell::Cell;
+    ///
+    /// thread_local! {
+    ///     static SCALE: Cell<u32> = const { Cell::new(1) };
+    /// }
+    ///
+    /// let pool = ThreadPoolBuilder::new()
+    ///     .max_workers(2)
+    ///     .initializer(|| SCALE.with(|s| s.set(10)))
+    ///     .build()
+    ///     .unwrap();
+    /// let scaled = pool.submit(|| SCALE.with(|s| s.get()) * 4).unwrap();
+    /// assert_eq!(scaled.into_result(), Ok(40));
+    /// ```
     pub fn initializer<F>(self, init: F) -> Self
     where
         F: Fn() + Send + Sync + 'static,
@@ -70,6 +119,20 @@ impl ThreadPoolBuilder {
 
     /// Like [`initializer`](Self::initializer), for an initializer that
     /// reports failure with an error instead of a panic.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::{Error, ThreadPoolBuilder};
+    ///
+    /// let pool = ThreadPoolBuilder::new()
+    ///     .max_workers(1)
+    ///     .try_initializer(|| Err::<(), _>("no database"))
+    ///     .build()
+    ///     .unwrap();
+    /// let task = pool.submit(|| 1).unwrap();
+    /// assert!(matches!(task.into_result(), Err(Error::BrokenPool(reason)) if reason.contains("no database")));
+    /// ```
     pub fn try_initializer<F, E>(mut self, init: F) -> Self
     where
         F: Fn() -> Result<(), E> + Send + Sync + 'static,
@@ -80,6 +143,19 @@ impl ThreadPoolBuilder {
     }
 
     /// Creates the pool. No thread starts until the first submit.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::{Error, ThreadPoolBuilder};
+    ///
+    /// let pool = ThreadPoolBuilder::new().max_workers(2).build().unwrap();
+    /// assert_eq!(pool.threads_started(), 0); // no thread yet
+    /// assert_eq!(pool.submit(|| 2 + 2).unwrap().into_result(), Ok(4));
+    ///
+    /// let bad = ThreadPoolBuilder::new().thread_name_prefix("a\0b").build();
+    /// assert!(matches!(bad, Err(Error::InvalidArgument(_))));
+    /// ```
     pub fn build(self) -> Result<ThreadPoolExecutor, Error> {
         let max_workers = match self.max_workers {
             Some(0) => {

@@ -67,11 +67,30 @@ pub struct ThreadPoolExecutor {
 impl ThreadPoolExecutor {
     /// A pool of at most `max_workers` threads. Zero is an
     /// [`Error::InvalidArgument`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::{Error, ThreadPoolExecutor};
+    ///
+    /// let pool = ThreadPoolExecutor::new(4).unwrap();
+    /// assert_eq!(pool.max_workers(), 4);
+    /// assert!(matches!(ThreadPoolExecutor::new(0), Err(Error::InvalidArgument(_))));
+    /// ```
     pub fn new(max_workers: usize) -> Result<ThreadPoolExecutor, Error> {
         ThreadPoolBuilder::new().max_workers(max_workers).build()
     }
 
     /// A builder for the other settings: thread names, initializer.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::ThreadPoolExecutor;
+    ///
+    /// let pool = ThreadPoolExecutor::builder().max_workers(2).build().unwrap();
+    /// assert_eq!(pool.max_workers(), 2);
+    /// ```
     pub fn builder() -> ThreadPoolBuilder {
         ThreadPoolBuilder::new()
     }
@@ -83,11 +102,31 @@ impl ThreadPoolExecutor {
     }
 
     /// The most threads this pool will run.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::ThreadPoolExecutor;
+    ///
+    /// let pool = ThreadPoolExecutor::new(3).unwrap();
+    /// assert_eq!(pool.max_workers(), 3);
+    /// ```
     pub fn max_workers(&self) -> usize {
         self.registry.max_workers()
     }
 
     /// How many worker threads have been started so far.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::ThreadPoolExecutor;
+    ///
+    /// let pool = ThreadPoolExecutor::new(4).unwrap();
+    /// assert_eq!(pool.threads_started(), 0); // threads start on demand
+    /// pool.submit(|| ()).unwrap().wait();
+    /// assert!((1..=4).contains(&pool.threads_started()));
+    /// ```
     pub fn threads_started(&self) -> usize {
         self.registry.threads_started()
     }
@@ -98,6 +137,20 @@ impl ThreadPoolExecutor {
     /// with [`Error::BrokenPool`] once an initializer has failed (a broken
     /// pool says so even after `shutdown`, as in Python). A panic in
     /// `task` fails its future with [`Error::Panicked`]; the worker survives.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::{Error, ThreadPoolExecutor};
+    ///
+    /// let pool = ThreadPoolExecutor::new(2).unwrap();
+    /// let name = String::from("world");
+    /// let greeting = pool.submit(move || format!("hello, {name}")).unwrap();
+    /// assert_eq!(greeting.into_result().unwrap(), "hello, world");
+    ///
+    /// pool.shutdown(true, false);
+    /// assert!(matches!(pool.submit(|| 1), Err(Error::ShutDown)));
+    /// ```
     pub fn submit<F, T>(&self, task: F) -> Result<Future<T>, Error>
     where
         F: FnOnce() -> T + Send + 'static,
@@ -113,6 +166,8 @@ impl ThreadPoolExecutor {
     /// [`ProcessPoolExecutor`](crate::ProcessPoolExecutor) has the same
     /// method for functions registered with `#[task]`, so code written with
     /// `submit_with` moves between the pools by changing one word.
+    ///
+    /// # Examples
     ///
     /// ```
     /// use concurrent_futures::ThreadPoolExecutor;
@@ -138,6 +193,8 @@ impl ThreadPoolExecutor {
     /// [`map_with`](Self::map_with) and a buffersize for large or infinite
     /// inputs).
     ///
+    /// # Examples
+    ///
     /// ```
     /// use concurrent_futures::ThreadPoolExecutor;
     ///
@@ -162,6 +219,24 @@ impl ThreadPoolExecutor {
 
     /// [`map`](Self::map) with a timeout, a buffersize or a chunksize; see
     /// [`MapOptions`].
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::{Error, MapOptions, ThreadPoolExecutor};
+    /// use std::time::Duration;
+    ///
+    /// let pool = ThreadPoolExecutor::new(2).unwrap();
+    /// let opts = MapOptions::new().chunksize(10).timeout(Duration::from_secs(60));
+    /// let results: Vec<Result<u64, Error>> = pool
+    ///     .map_with(|n: u64| 100 / n, [1, 0, 4], opts)
+    ///     .unwrap()
+    ///     .collect();
+    /// // One failing item does not end the iteration.
+    /// assert_eq!(results[0], Ok(100));
+    /// assert!(matches!(results[1], Err(Error::Panicked { .. }))); // division by zero
+    /// assert_eq!(results[2], Ok(25));
+    /// ```
     pub fn map_with<'a, I, F, T>(
         &self,
         f: F,
@@ -189,6 +264,8 @@ impl ThreadPoolExecutor {
     /// buffersize, a chunksize and a timeout, and [`MapUnordered`] for the
     /// details.
     ///
+    /// # Examples
+    ///
     /// ```
     /// use concurrent_futures::ThreadPoolExecutor;
     ///
@@ -214,6 +291,8 @@ impl ThreadPoolExecutor {
     /// or a chunksize; see [`MapOptions`]. With a buffersize, a new chunk is
     /// submitted whenever the consumer takes up a completed one, so a slow
     /// chunk does not hold back the others.
+    ///
+    /// # Examples
     ///
     /// ```
     /// use concurrent_futures::{MapOptions, ThreadPoolExecutor};
@@ -289,6 +368,11 @@ impl ThreadPoolExecutor {
     /// stack; every task submitted through it has finished (or was dropped
     /// unrun) before `scope` returns, even if `body` panics.
     ///
+    /// Waiting inside a scope task for another task of the same pool can
+    /// deadlock a pool with too few threads, exactly as in Python.
+    ///
+    /// # Examples
+    ///
     /// ```
     /// use concurrent_futures::ThreadPoolExecutor;
     ///
@@ -300,9 +384,6 @@ impl ThreadPoolExecutor {
     /// });
     /// assert_eq!(total, 11);
     /// ```
-    ///
-    /// Waiting inside a scope task for another task of the same pool can
-    /// deadlock a pool with too few threads, exactly as in Python.
     pub fn scope<'env, F, R>(&self, body: F) -> R
     where
         F: for<'scope> FnOnce(&'scope Scope<'scope, 'env>) -> R,
@@ -316,6 +397,26 @@ impl ThreadPoolExecutor {
     /// cancels every task that has not started. With `wait`, returns once
     /// every worker has exited (the calling thread is never joined, so a task
     /// may shut down its own pool).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::{Error, Promise, ThreadPoolExecutor};
+    ///
+    /// let pool = ThreadPoolExecutor::new(1).unwrap();
+    /// // Keep the only worker busy until `gate` is set.
+    /// let (gate, open) = Promise::<()>::new();
+    /// let busy = pool.submit(move || open.wait()).unwrap();
+    /// let queued = pool.submit(|| 42).unwrap();
+    ///
+    /// pool.shutdown(false, true); // stop accepting work, cancel what has not started
+    /// assert_eq!(queued.result(), Err(Error::Cancelled));
+    /// assert!(matches!(pool.submit(|| 0), Err(Error::ShutDown)));
+    ///
+    /// gate.set_result(()).unwrap();
+    /// pool.shutdown(true, false); // now wait for the workers to exit
+    /// assert!(busy.done());
+    /// ```
     pub fn shutdown(&self, wait: bool, cancel_futures: bool) {
         self.registry.close();
         if cancel_futures {

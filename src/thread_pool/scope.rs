@@ -41,6 +41,23 @@ pub struct Scope<'scope, 'env: 'scope> {
 
 impl<'scope> Scope<'scope, '_> {
     /// Submits a task that may borrow anything that outlives the scope.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::ThreadPoolExecutor;
+    ///
+    /// let pool = ThreadPoolExecutor::new(2).unwrap();
+    /// let text = "borrowed, not moved";
+    /// let mut counts = [0usize; 2];
+    /// pool.scope(|s| {
+    ///     let [commas, spaces] = &mut counts;
+    ///     let a = s.submit(move || *commas = text.matches(',').count()).unwrap();
+    ///     let b = s.submit(move || *spaces = text.matches(' ').count()).unwrap();
+    ///     drop((a, b)); // the scope waits for its tasks anyway
+    /// });
+    /// assert_eq!(counts, [1, 2]);
+    /// ```
     pub fn submit<F, T>(&'scope self, task: F) -> Result<Future<T>, Error>
     where
         F: FnOnce() -> T + Send + 'scope,
@@ -94,6 +111,8 @@ impl<'scope> Scope<'scope, '_> {
     /// travel in the chunk futures that `map` shares with the pools. A task
     /// that returns a borrow can use [`submit`](Self::submit).
     ///
+    /// # Examples
+    ///
     /// ```
     /// use concurrent_futures::ThreadPoolExecutor;
     ///
@@ -133,6 +152,8 @@ impl<'scope> Scope<'scope, '_> {
 
     /// [`map`](Self::map) with a timeout, a buffersize or a chunksize; see
     /// [`MapOptions`].
+    ///
+    /// # Examples
     ///
     /// ```
     /// use concurrent_futures::{MapOptions, ThreadPoolExecutor};
