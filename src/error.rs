@@ -2,6 +2,9 @@
 
 use std::time::Duration;
 
+mod task;
+pub use task::TaskError;
+
 /// Everything that can go wrong with a future, a wait or an executor.
 ///
 /// The enum is `#[non_exhaustive]`: match the variants you care about and
@@ -35,6 +38,34 @@ pub enum Error {
         /// The backtrace captured where the task panicked, when available.
         backtrace: Option<String>,
     },
+
+    /// The task failed with its own error (see [`TaskError`]): for
+    /// example, a closure given to
+    /// [`submit_fallible`](crate::ThreadPoolExecutor::submit_fallible)
+    /// returned `Err`, or a future was failed with
+    /// [`Promise::set_failure`](crate::Promise::set_failure).
+    ///
+    /// Displays as `task failed: {type name}: {message}`, and
+    /// [`source`](std::error::Error::source) is the task's own error, when
+    /// this process has it.
+    ///
+    /// ```
+    /// use concurrent_futures::{Error, Promise};
+    /// use std::error::Error as _;
+    ///
+    /// let (promise, future) = Promise::<u32>::new();
+    /// promise.set_failure(std::fmt::Error).unwrap();
+    /// let Some(Error::Failed(e)) = future.exception().unwrap() else { panic!() };
+    /// assert_eq!(e.type_name(), "core::fmt::Error");
+    /// let error = future.into_result().unwrap_err();
+    /// assert!(error.to_string().starts_with("task failed: core::fmt::Error: "));
+    /// assert!(error.source().unwrap().is::<std::fmt::Error>());
+    /// ```
+    // Transparent: the `TaskError` already says "task failed", and the
+    // source of `Error` is then the user's error itself, one step down the
+    // chain, not the `TaskError` wrapper.
+    #[error(transparent)]
+    Failed(TaskError),
 
     /// The pool can no longer run tasks, for example because a worker's
     /// initializer failed. The reason says why.

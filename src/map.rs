@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 use crate::future::deadline;
 use crate::{Error, Future};
 
+mod fallible;
 mod unordered;
+pub use fallible::Fallible;
 pub use unordered::{MapUnordered, NO_POSITION};
 
 /// Options for `map_with`: a deadline, bounded submission, and batching.

@@ -4,6 +4,7 @@ use std::fmt;
 
 use super::{Core, Future};
 use crate::Error;
+use crate::error::TaskError;
 use std::sync::Arc;
 
 /// The writing end of a [`Future`]: whoever holds it runs the task (or
@@ -107,6 +108,32 @@ impl<T> Promise<T> {
     /// ```
     pub fn set_error(&self, error: Error) -> Result<(), Error> {
         self.core.complete(Err(error))
+    }
+
+    /// Fails the future with the task's own error: it finishes with
+    /// [`Error::Failed`], which keeps `error` (as its
+    /// [`source`](std::error::Error::source)), its type name and its text.
+    /// Like every failure, it makes [`wait`](crate::wait()) with
+    /// [`FirstException`](crate::ReturnWhen::FirstException) return.
+    ///
+    /// ```
+    /// use concurrent_futures::{Error, Promise};
+    ///
+    /// let (promise, future) = Promise::<u32>::new();
+    /// promise.set_failure(std::io::Error::other("no route")).unwrap();
+    /// match future.into_result() {
+    ///     Err(Error::Failed(e)) => {
+    ///         assert_eq!(e.message(), "no route");
+    ///         assert_eq!(e.downcast_ref::<std::io::Error>().unwrap().kind(), std::io::ErrorKind::Other);
+    ///     }
+    ///     other => panic!("{other:?}"),
+    /// }
+    /// ```
+    pub fn set_failure<E>(&self, error: E) -> Result<(), Error>
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        self.set_error(Error::Failed(TaskError::new(error)))
     }
 
     /// Finishes the future with a value or an error.

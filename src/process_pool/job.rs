@@ -162,12 +162,19 @@ fn decode<R: DeserializeOwned>(record: Result<&[u8], Error>) -> Result<R, Error>
     }
 }
 
-/// The sink of `submit`: one call, one value.
-pub(super) struct One<R> {
-    pub(super) promise: Promise<R>,
+/// The sink of `submit`: one call, one value. `convert` turns the decoded
+/// result into the future's outcome: `Ok` for `submit`, and for
+/// `submit_fallible` the split of a `Result` whose `Err` fails the future.
+pub(super) struct One<R, V = R> {
+    pub(super) promise: Promise<V>,
+    pub(super) convert: fn(R) -> Result<V, Error>,
 }
 
-impl<R: DeserializeOwned + Send + 'static> Sink for One<R> {
+impl<R, V> Sink for One<R, V>
+where
+    R: DeserializeOwned + Send + 'static,
+    V: Send + 'static,
+{
     fn control(&self) -> &dyn Control {
         &self.promise
     }
@@ -179,7 +186,7 @@ impl<R: DeserializeOwned + Send + 'static> Sink for One<R> {
                 _ => Err(Error::Protocol("expected exactly one result".into())),
             }
         });
-        settle(&self.promise, result)
+        settle(&self.promise, result.and_then(self.convert))
     }
 }
 

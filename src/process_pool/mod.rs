@@ -41,6 +41,7 @@ use serde::de::DeserializeOwned;
 pub use builder::{InitializerOutput, ProcessPoolBuilder};
 
 use crate::RegisteredTask;
+use crate::error::TaskError;
 use crate::map::{ChunkSource, Map, MapOptions, MapUnordered};
 use crate::registry::TaskRef;
 use crate::wire::{self, MAX_FRAME};
@@ -224,7 +225,65 @@ impl ProcessPoolExecutor {
         A: Serialize + 'static,
         F::Output: DeserializeOwned + Send + 'static,
     {
-        self.submit_job(task, args, None)
+        self.submit_job(task, args, None, Ok)
+    }
+
+    /// Like [`submit`](Self::submit), for a task that returns a `Result`
+    /// and can fail with its own error: an `Err(e)` fails the future with
+    /// [`Error::Failed`], whose [`source`](std::error::Error::source) is `e`
+    /// as decoded in this process (so it downcasts to `E`), with its type
+    /// name and its text. The failure then counts as one everywhere: in
+    /// [`wait`](crate::wait()) with
+    /// [`FirstException`](crate::ReturnWhen::FirstException), in
+    /// [`Future::exception`] and in [`as_completed`](crate::as_completed).
+    ///
+    /// [`submit`](Self::submit) of the same task gives a
+    /// `Future<Result<T, E>>` instead, whose `Err` is a value like any other.
+    ///
+    /// ```
+    /// use concurrent_futures::{Error, ProcessPoolExecutor, task};
+    /// use serde::{Deserialize, Serialize};
+    ///
+    /// #[derive(Debug, Serialize, Deserialize)]
+    /// struct Negative(i64);
+    ///
+    /// impl std::fmt::Display for Negative {
+    ///     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+    ///         write!(f, "{} is negative", self.0)
+    ///     }
+    /// }
+    ///
+    /// impl std::error::Error for Negative {}
+    ///
+    /// #[task]
+    /// fn root(n: i64) -> Result<u32, Negative> {
+    ///     if n < 0 { Err(Negative(n)) } else { Ok((n as f64).sqrt() as u32) }
+    /// }
+    ///
+    /// fn main() {
+    ///     let pool = ProcessPoolExecutor::new(1).unwrap();
+    ///     assert_eq!(pool.submit_fallible(root, 49).unwrap().into_result(), Ok(7));
+    ///     match pool.submit_fallible(root, -1).unwrap().into_result() {
+    ///         Err(Error::Failed(e)) => {
+    ///             assert_eq!(e.message(), "-1 is negative");
+    ///             assert_eq!(e.downcast_ref::<Negative>().unwrap().0, -1);
+    ///         }
+    ///         other => panic!("{other:?}"),
+    ///     }
+    ///     // The nested form: the `Err` is the task's value.
+    ///     assert!(matches!(pool.submit(root, -1).unwrap().into_result(), Ok(Err(Negative(-1)))));
+    /// }
+    /// ```
+    pub fn submit_fallible<F, A, M, T, E>(&self, task: F, args: A) -> Result<Future<T>, Error>
+    where
+        F: RegisteredTask<A, M, Output = Result<T, E>>,
+        A: Serialize + 'static,
+        T: DeserializeOwned + Send + 'static,
+        E: Serialize + DeserializeOwned + std::error::Error + Send + Sync + 'static,
+    {
+        self.submit_job(task, args, None, |result: Result<T, E>| {
+            result.map_err(|e| Error::Failed(TaskError::new(e)))
+        })
     }
 
     /// Like [`submit`](Self::submit), with a timeout for this task alone
@@ -275,19 +334,23 @@ impl ProcessPoolExecutor {
         if timeout.is_zero() {
             return Err(Error::InvalidArgument("timeout must not be zero".into()));
         }
-        self.submit_job(task, args, Some(timeout))
+        self.submit_job(task, args, Some(timeout), Ok)
     }
 
-    fn submit_job<F, A, M>(
+    /// Sends one call; `convert` makes the future's outcome of its decoded
+    /// result (see the `One` sink).
+    fn submit_job<F, A, M, V>(
         &self,
         task: F,
         args: A,
         timeout: Option<Duration>,
-    ) -> Result<Future<F::Output>, Error>
+        convert: fn(F::Output) -> Result<V, Error>,
+    ) -> Result<Future<V>, Error>
     where
         F: RegisteredTask<A, M>,
         A: Serialize + 'static,
         F::Output: DeserializeOwned + Send + 'static,
+        V: Send + 'static,
     {
         let _ = task;
         let task = TaskRef::of::<F, A, M>()?;
@@ -296,7 +359,7 @@ impl ProcessPoolExecutor {
         let (promise, future) = Promise::new();
         let payload = Payload { task, items };
         self.shared
-            .submit(payload, Box::new(One { promise }), timeout)?;
+            .submit(payload, Box::new(One { promise, convert }), timeout)?;
         Ok(future)
     }
 

@@ -1,6 +1,7 @@
 //! What sits in the queue: a task's closure, in the same allocation as the
 //! future it completes.
 
+use std::marker::PhantomData;
 use std::sync::{Arc, Mutex};
 
 use crate::Error;
@@ -52,60 +53,104 @@ impl Drop for JobRef {
 
 /// A closure and the core of its future, in one allocation: the future
 /// holds the cell as `Arc<dyn HasCore<T>>`, the queue as `Arc<dyn Job>`.
-pub(crate) struct TaskCell<F, T> {
+///
+/// `K` says what the closure returns: [`Plain`] the future's value, or
+/// [`Flat`] a `Result` whose error fails the future (`submit_fallible`).
+pub(crate) struct TaskCell<F, T, K = Plain> {
     core: Core<T>,
     /// Taken exactly once, by whoever consumes the job.
     func: Mutex<Option<F>>,
+    kind: PhantomData<fn() -> K>,
 }
 
-impl<F, T> TaskCell<F, T> {
-    pub(crate) fn new(func: F) -> TaskCell<F, T> {
+/// The closure returns the future's value.
+pub(crate) struct Plain;
+
+/// The closure returns `Result<T, Error>`: its `Err` fails the future.
+pub(crate) struct Flat;
+
+impl<F, T, K> TaskCell<F, T, K> {
+    pub(crate) fn new(func: F) -> TaskCell<F, T, K> {
         TaskCell {
             core: Core::new(),
             func: Mutex::new(Some(func)),
+            kind: PhantomData,
         }
     }
 
     fn take_func(&self) -> Option<F> {
         self.func.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
-}
 
-impl<F: Send, T: Send> HasCore<T> for TaskCell<F, T> {
-    fn core(&self) -> &Core<T> {
-        &self.core
-    }
-}
-
-impl<F, T> Job for TaskCell<F, T>
-where
-    F: FnOnce() -> T + Send,
-    T: Send,
-{
-    fn run(&self, on_ran: &dyn Fn()) {
+    /// Runs the closure through `call` unless the future was cancelled.
+    fn run_with(&self, on_ran: &dyn Fn(), call: impl FnOnce(F) -> Result<T, Error>) {
         let Some(func) = self.take_func() else { return };
         if !self.core.header().set_running() {
             return;
         }
-        let outcome = crate::panic::catch(func);
+        let outcome = call(func);
         on_ran();
         // Only a concurrent `abort` can have completed it meanwhile.
         let _ = self.core.complete(outcome);
     }
 
-    fn cancel(&self) {
+    fn cancel_cell(&self) {
         drop(self.take_func());
         self.core.header().cancel();
     }
 
-    fn fail(&self, error: Error) {
+    fn fail_cell(&self, error: Error) {
         drop(self.take_func());
         let _ = self.core.complete(Err(error));
     }
 
-    fn abandon(&self) {
+    fn abandon_cell(&self) {
         if !self.core.header().done() {
-            self.fail(Error::Abandoned);
+            self.fail_cell(Error::Abandoned);
         }
+    }
+}
+
+impl<F: Send, T: Send, K> HasCore<T> for TaskCell<F, T, K> {
+    fn core(&self) -> &Core<T> {
+        &self.core
+    }
+}
+
+impl<F, T> Job for TaskCell<F, T, Plain>
+where
+    F: FnOnce() -> T + Send,
+    T: Send,
+{
+    fn run(&self, on_ran: &dyn Fn()) {
+        self.run_with(on_ran, crate::panic::catch);
+    }
+    fn cancel(&self) {
+        self.cancel_cell();
+    }
+    fn fail(&self, error: Error) {
+        self.fail_cell(error);
+    }
+    fn abandon(&self) {
+        self.abandon_cell();
+    }
+}
+
+impl<F, T> Job for TaskCell<F, T, Flat>
+where
+    F: FnOnce() -> Result<T, Error> + Send,
+    T: Send,
+{
+    fn run(&self, on_ran: &dyn Fn()) {
+        self.run_with(on_ran, |func| crate::panic::catch(func).and_then(|r| r));
+    }
+    fn cancel(&self) {
+        self.cancel_cell();
+    }
+    fn fail(&self, error: Error) {
+        self.fail_cell(error);
+    }
+    fn abandon(&self) {
+        self.abandon_cell();
     }
 }

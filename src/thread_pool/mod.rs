@@ -19,10 +19,11 @@ use std::sync::Arc;
 pub use builder::ThreadPoolBuilder;
 pub use scope::Scope;
 
+use crate::error::TaskError;
 use crate::future::HasCore;
 use crate::map::{ChunkResults, ChunkSource, Map, MapOptions, MapUnordered};
 use crate::{Error, Future, TaskFn};
-use job::{JobRef, TaskCell};
+use job::{Flat, JobRef, Plain, TaskCell};
 use registry::Registry;
 
 /// The thread pool's synchronisation protocols, for the loom models in
@@ -157,6 +158,45 @@ impl ThreadPoolExecutor {
         T: Send + 'static,
     {
         submit_to(&self.registry, task)
+    }
+
+    /// Like [`submit`](Self::submit), for a task that can fail with its own
+    /// error: an `Err(e)` returned by `task` fails the future with
+    /// [`Error::Failed`], which keeps `e` (as its
+    /// [`source`](std::error::Error::source), downcastable), its type name
+    /// and its text. The failure then counts as one everywhere: in
+    /// [`wait`](crate::wait()) with
+    /// [`FirstException`](crate::ReturnWhen::FirstException), in
+    /// [`Future::exception`] and in [`as_completed`](crate::as_completed).
+    ///
+    /// [`submit`](Self::submit) of the same closure gives a
+    /// `Future<Result<T, E>>` instead, whose `Err` is a value like any
+    /// other; choose that when an `Err` is data rather than a failure.
+    ///
+    /// ```
+    /// use concurrent_futures::{Error, ThreadPoolExecutor};
+    /// use std::num::ParseIntError;
+    ///
+    /// let pool = ThreadPoolExecutor::new(2).unwrap();
+    /// let good = pool.submit_fallible(|| "42".parse::<u32>()).unwrap();
+    /// let bad = pool.submit_fallible(|| "forty-two".parse::<u32>()).unwrap();
+    /// assert_eq!(good.into_result(), Ok(42));
+    /// match bad.into_result() {
+    ///     Err(Error::Failed(e)) => {
+    ///         assert_eq!(e.message(), "invalid digit found in string");
+    ///         assert!(e.downcast_ref::<ParseIntError>().is_some());
+    ///     }
+    ///     other => panic!("{other:?}"),
+    /// }
+    /// ```
+    pub fn submit_fallible<F, T, E>(&self, task: F) -> Result<Future<T>, Error>
+    where
+        F: FnOnce() -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        let task = move || task().map_err(|e| Error::Failed(TaskError::new(e)));
+        push_cell(&self.registry, Arc::new(TaskCell::<_, T, Flat>::new(task)))
     }
 
     /// Python's `submit(fn, *args)`: schedules `f(args)`, where `args` is the
@@ -434,7 +474,15 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    let cell = Arc::new(TaskCell::new(task));
+    push_cell(registry, Arc::new(TaskCell::<_, T, Plain>::new(task)))
+}
+
+/// Queues `cell` and returns its future.
+fn push_cell<C, T>(registry: &Arc<Registry>, cell: Arc<C>) -> Result<Future<T>, Error>
+where
+    C: job::Job + HasCore<T> + 'static,
+    T: Send + 'static,
+{
     let future = Future::from_cell(Arc::clone(&cell) as Arc<dyn HasCore<T>>);
     match registry.push(JobRef::new(cell)) {
         Ok(()) => Ok(future),

@@ -12,8 +12,9 @@ use std::marker::PhantomData;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::Arc;
 
-use super::job::{Job, JobRef, TaskCell};
+use super::job::{Flat, Job, JobRef, Plain, TaskCell};
 use super::registry::Registry;
+use crate::error::TaskError;
 use crate::future::HasCore;
 use crate::map::{ChunkResults, ChunkSource, Map, MapOptions};
 use crate::sync::{Condvar, Mutex, lock};
@@ -63,7 +64,42 @@ impl<'scope> Scope<'scope, '_> {
         F: FnOnce() -> T + Send + 'scope,
         T: Send + 'scope,
     {
-        let cell = Arc::new(TaskCell::new(task));
+        self.submit_cell(Arc::new(TaskCell::<_, T, Plain>::new(task)))
+    }
+
+    /// Like [`submit`](Self::submit), for a task that can fail with its own
+    /// error: an `Err(e)` fails the future with [`Error::Failed`], as
+    /// [`ThreadPoolExecutor::submit_fallible`](super::ThreadPoolExecutor::submit_fallible)
+    /// does.
+    ///
+    /// ```
+    /// use concurrent_futures::{Error, ThreadPoolExecutor};
+    ///
+    /// let pool = ThreadPoolExecutor::new(2).unwrap();
+    /// let inputs = ["7", "seven"];
+    /// let failed = pool.scope(|s| {
+    ///     let futures: Vec<_> =
+    ///         inputs.iter().map(|t| s.submit_fallible(move || t.parse::<u8>()).unwrap()).collect();
+    ///     futures.iter().filter(|f| matches!(f.exception(), Ok(Some(Error::Failed(_))))).count()
+    /// });
+    /// assert_eq!(failed, 1);
+    /// ```
+    pub fn submit_fallible<F, T, E>(&'scope self, task: F) -> Result<Future<T>, Error>
+    where
+        F: FnOnce() -> Result<T, E> + Send + 'scope,
+        T: Send + 'scope,
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        let task = move || task().map_err(|e| Error::Failed(TaskError::new(e)));
+        self.submit_cell(Arc::new(TaskCell::<_, T, Flat>::new(task)))
+    }
+
+    /// Queues `cell`, counted in the scope, and returns its future.
+    fn submit_cell<F, T, K>(&'scope self, cell: Arc<TaskCell<F, T, K>>) -> Result<Future<T>, Error>
+    where
+        TaskCell<F, T, K>: Job + HasCore<T> + 'scope,
+        T: Send + 'scope,
+    {
         let as_job: Arc<dyn Job + 'scope> = cell.clone();
         // SAFETY: only the object's lifetime bound changes; `jobs` is dropped
         // with the scope, inside `run`, so this reference to the cell never
