@@ -1,5 +1,6 @@
 //! The one error type of the crate.
 
+use std::fmt;
 use std::time::Duration;
 
 mod task;
@@ -35,8 +36,10 @@ pub enum Error {
         message: String,
         /// `file:line:column` of the panic, when known.
         location: Option<String>,
-        /// The backtrace captured where the task panicked, when available.
-        backtrace: Option<String>,
+        /// The backtrace captured where the task panicked, when available
+        /// (for a worker process, always). Its `Debug` is one line; print
+        /// it with `{}` or `{:#?}` for the frames.
+        backtrace: Option<Backtrace>,
     },
 
     /// The task failed with its own error (see [`TaskError`]): for
@@ -141,7 +144,73 @@ pub enum Error {
     },
 }
 
+/// A backtrace captured where a task panicked (in this process or in a
+/// worker process).
+///
+/// `Debug` stays one line, so that printing an error, or a `Vec` of `map`
+/// results, does not run to pages; `Display` and `{:#?}` give the frames.
+///
+/// ```
+/// use concurrent_futures::{Error, ThreadPoolExecutor};
+///
+/// let pool = ThreadPoolExecutor::new(1).unwrap();
+/// let err = pool.submit(|| panic!("boom")).unwrap().into_result().unwrap_err();
+/// let short = format!("{err:?}");
+/// assert!(short.contains("boom") && short.lines().count() == 1, "{short}");
+/// if let Some(trace) = err.backtrace() {
+///     println!("{trace}"); // the frames, when RUST_BACKTRACE asked for them
+/// }
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct Backtrace(String);
+
+impl Backtrace {
+    /// The frames, as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for Backtrace {
+    fn from(text: String) -> Backtrace {
+        Backtrace(text)
+    }
+}
+
+impl std::ops::Deref for Backtrace {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Backtrace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for Backtrace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if f.alternate() {
+            write!(f, "Backtrace(\n{}\n)", self.0)
+        } else {
+            write!(f, "Backtrace(<{} lines>)", self.0.lines().count())
+        }
+    }
+}
+
 impl Error {
+    /// The backtrace of a panicked task ([`Error::Panicked`]), when one was
+    /// captured.
+    pub fn backtrace(&self) -> Option<&Backtrace> {
+        match self {
+            Error::Panicked { backtrace, .. } => backtrace.as_ref(),
+            _ => None,
+        }
+    }
+
     /// True for [`Error::Timeout`].
     pub fn is_timeout(&self) -> bool {
         matches!(self, Error::Timeout { .. })

@@ -13,6 +13,7 @@ use std::sync::Once;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::Error;
+
 use crate::error::panic_message;
 
 /// Capture a backtrace for every task panic, whatever `RUST_BACKTRACE` says
@@ -43,7 +44,9 @@ pub(crate) fn catch<T>(f: impl FnOnce() -> T) -> Result<T, Error> {
         Error::Panicked {
             message,
             location: caught.as_ref().and_then(|c| c.location.clone()),
-            backtrace: caught.and_then(|c| c.backtrace),
+            backtrace: caught
+                .and_then(|c| c.backtrace)
+                .map(crate::error::Backtrace::from),
         }
     })
 }

@@ -184,7 +184,7 @@ impl From<RemoteError> for Error {
             } => Error::Panicked {
                 message,
                 location,
-                backtrace,
+                backtrace: backtrace.map(Into::into),
             },
             RemoteError::Serialization(s) => Error::Serialization(s),
             RemoteError::UnknownTask(s) => Error::UnknownTask(s),

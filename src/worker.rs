@@ -179,7 +179,7 @@ fn panicked(error: crate::Error) -> RemoteError {
         } => RemoteError::Panicked {
             message,
             location,
-            backtrace,
+            backtrace: backtrace.map(|b| b.as_str().to_owned()),
         },
         other => RemoteError::Panicked {
             message: other.to_string(),

@@ -475,6 +475,21 @@ fn panic_keeps_message_location_backtrace_and_worker() {
 }
 
 #[test]
+fn a_panic_debugs_in_one_line_and_keeps_its_backtrace() {
+    let pool = ProcessPoolExecutor::new(1).unwrap();
+    let err = get(&pool.submit(checked_div, (1, 0)).unwrap()).unwrap_err();
+    let frames = err.backtrace().expect("workers always capture one");
+    assert!(frames.lines().count() > 1, "{frames}");
+    let short = format!("{err:?}");
+    assert_eq!(short.lines().count(), 1, "{short}");
+    assert!(short.contains("divide by zero"), "{short}");
+    // A vector of them stays readable too, and `{:#?}` gives the frames.
+    let many = format!("{:?}", vec![err.clone(), err.clone()]);
+    assert_eq!(many.lines().count(), 1);
+    assert!(format!("{err:#?}").lines().count() > frames.lines().count() / 2);
+}
+
+#[test]
 fn argument_that_fails_to_serialize_fails_that_submit_only() {
     let pool = ProcessPoolExecutor::new(1).unwrap();
     assert!(matches!(

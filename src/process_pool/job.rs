@@ -157,7 +157,7 @@ fn decode<R: DeserializeOwned>(record: Result<&[u8], Error>) -> Result<R, Error>
         Err(payload) => Err(Error::Panicked {
             message: crate::error::panic_message(payload.as_ref()),
             location: None,
-            backtrace: Some("in the result's Deserialize implementation".into()),
+            backtrace: Some(String::from("in the result's Deserialize implementation").into()),
         }),
     }
 }
