@@ -1216,3 +1216,23 @@ fn map_unordered_timeout_ends_with_one_error() {
     assert!(results.next().is_none());
     gates.release(&first);
 }
+
+#[test]
+fn map_takes_borrowed_items_without_cloning_them() {
+    let pool = ProcessPoolExecutor::new(2).unwrap();
+    let pairs = vec![(1i64, 2i64), (3, 4), (5, 6)];
+    let sums: Vec<i64> = pool
+        .map_with(add, pairs.iter(), MapOptions::new().chunksize(2))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(sums, [3, 7, 11]);
+    let texts = ["x".repeat(3), "y".repeat(5)];
+    let mut lens: Vec<(usize, usize)> = pool
+        .map_unordered(echo_len, texts.iter())
+        .unwrap()
+        .map(|(i, r)| (i, r.unwrap().0))
+        .collect();
+    lens.sort_unstable();
+    assert_eq!(lens, [(0, 3), (1, 5)]);
+}

@@ -31,6 +31,7 @@ mod slot;
 mod supervisor;
 mod timer;
 
+use std::borrow::Borrow;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -398,6 +399,31 @@ impl ProcessPoolExecutor {
     /// message per item; see [`map_with`](Self::map_with) for chunks,
     /// a buffersize and a timeout.
     ///
+    /// Items may be the task's argument type or borrow it (`&A`, anything
+    /// that is `Borrow<A>`): a borrowed item is serialized where it is,
+    /// never cloned, so `pool.map(task, texts.iter())` works as it should.
+    ///
+    /// ```
+    /// use concurrent_futures::{ProcessPoolExecutor, task};
+    ///
+    /// #[task]
+    /// fn words(text: String) -> usize {
+    ///     text.split_whitespace().count()
+    /// }
+    ///
+    /// fn main() {
+    ///     let pool = ProcessPoolExecutor::new(2).unwrap();
+    ///     let texts = vec!["a b c".to_string(), "d e".to_string()];
+    ///     let counts: Vec<usize> = pool
+    ///         .map(words, texts.iter()) // borrowed: no clone
+    ///         .unwrap()
+    ///         .collect::<Result<_, _>>()
+    ///         .unwrap();
+    ///     assert_eq!(counts, [3, 2]);
+    ///     assert_eq!(texts.len(), 2, "the texts are still ours");
+    /// }
+    /// ```
+    ///
     /// # Examples
     ///
     /// ```
@@ -424,7 +450,8 @@ impl ProcessPoolExecutor {
         F: RegisteredTask<A, M>,
         A: Serialize + 'static,
         F::Output: DeserializeOwned + Send + 'static,
-        I: IntoIterator<Item = A>,
+        I: IntoIterator,
+        I::Item: Borrow<A>,
         I::IntoIter: 'a,
     {
         self.map_with(task, items, MapOptions::new())
@@ -471,7 +498,8 @@ impl ProcessPoolExecutor {
         F: RegisteredTask<A, M>,
         A: Serialize + 'static,
         F::Output: DeserializeOwned + Send + 'static,
-        I: IntoIterator<Item = A>,
+        I: IntoIterator,
+        I::Item: Borrow<A>,
         I::IntoIter: 'a,
     {
         options.validate()?;
@@ -514,7 +542,8 @@ impl ProcessPoolExecutor {
         F: RegisteredTask<A, M>,
         A: Serialize + 'static,
         F::Output: DeserializeOwned + Send + 'static,
-        I: IntoIterator<Item = A>,
+        I: IntoIterator,
+        I::Item: Borrow<A>,
         I::IntoIter: 'a,
     {
         self.map_unordered_with(task, items, MapOptions::new())
@@ -556,7 +585,8 @@ impl ProcessPoolExecutor {
         F: RegisteredTask<A, M>,
         A: Serialize + 'static,
         F::Output: DeserializeOwned + Send + 'static,
-        I: IntoIterator<Item = A>,
+        I: IntoIterator,
+        I::Item: Borrow<A>,
         I::IntoIter: 'a,
     {
         options.validate()?;
@@ -576,7 +606,8 @@ impl ProcessPoolExecutor {
         F: RegisteredTask<A, M>,
         A: Serialize + 'static,
         F::Output: DeserializeOwned + Send + 'static,
-        I: IntoIterator<Item = A>,
+        I: IntoIterator,
+        I::Item: Borrow<A>,
         I::IntoIter: 'a,
     {
         let _ = task;
@@ -588,7 +619,7 @@ impl ProcessPoolExecutor {
             let mut failed = Vec::new();
             let mut packed = Vec::new();
             for item in items.by_ref().take(chunksize) {
-                if let Err(e) = encode_into(&item, &mut packed) {
+                if let Err(e) = encode_into(item.borrow(), &mut packed) {
                     failed.push((len, e));
                 }
                 len += 1;
