@@ -1220,7 +1220,7 @@ fn map_unordered_timeout_ends_with_one_error() {
 #[test]
 fn map_takes_borrowed_items_without_cloning_them() {
     let pool = ProcessPoolExecutor::new(2).unwrap();
-    let pairs = vec![(1i64, 2i64), (3, 4), (5, 6)];
+    let pairs = [(1i64, 2i64), (3, 4), (5, 6)];
     let sums: Vec<i64> = pool
         .map_with(add, pairs.iter(), MapOptions::new().chunksize(2))
         .unwrap()
