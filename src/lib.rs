@@ -88,15 +88,14 @@ extern crate self as concurrent_futures;
 #[cfg(all(feature = "process", unix))]
 #[cfg_attr(docsrs, doc(cfg(all(feature = "process", unix))))]
 pub mod process_pool;
+// The task registry, the wire protocol and the worker side are internals:
+// users see `#[task]`, `RegisteredTask` and `run_if_worker`.
 #[cfg(all(feature = "process", unix))]
-#[cfg_attr(docsrs, doc(cfg(all(feature = "process", unix))))]
-pub mod registry;
+mod registry;
 #[cfg(all(feature = "process", unix))]
-#[cfg_attr(docsrs, doc(cfg(all(feature = "process", unix))))]
-pub mod wire;
+mod wire;
 #[cfg(all(feature = "process", unix))]
-#[cfg_attr(docsrs, doc(cfg(all(feature = "process", unix))))]
-pub mod worker;
+mod worker;
 #[cfg(all(feature = "process", unix))]
 #[cfg_attr(docsrs, doc(cfg(all(feature = "process", unix))))]
 pub use concurrent_futures_macros::task;
@@ -106,6 +105,9 @@ pub use process_pool::{InitializerOutput, ProcessPoolBuilder, ProcessPoolExecuto
 #[cfg(all(feature = "process", unix))]
 #[cfg_attr(docsrs, doc(cfg(all(feature = "process", unix))))]
 pub use registry::RegisteredTask;
+#[cfg(all(feature = "process", unix))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "process", unix))))]
+pub use worker::{WORKER_ENV, run_if_worker};
 /// What the `#[task]` macro expands to; not a public API.
 #[cfg(all(feature = "process", unix))]
 #[doc(hidden)]

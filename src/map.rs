@@ -7,7 +7,7 @@
 //! chunk that has not started; an iterator dropped before its first `next`
 //! leaves the work running, as Python's `map` does (fire and forget).
 //!
-//! [`MapUnordered`] is the same over the same [`ChunkSource`], in completion
+//! [`MapUnordered`] is the same over the same chunks, in completion
 //! order instead of input order.
 
 use std::collections::VecDeque;
@@ -68,8 +68,6 @@ impl MapOptions {
     ///
     /// let opts = MapOptions::new();
     /// assert_eq!(opts, MapOptions::default());
-    /// assert_eq!(opts.get_chunksize(), 1);
-    /// assert!(opts.validate().is_ok());
     /// ```
     pub fn new() -> MapOptions {
         MapOptions::default()
@@ -150,31 +148,13 @@ impl MapOptions {
     }
 
     /// The chunk size.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use concurrent_futures::MapOptions;
-    ///
-    /// assert_eq!(MapOptions::new().get_chunksize(), 1);
-    /// assert_eq!(MapOptions::new().chunksize(8).get_chunksize(), 8);
-    /// ```
-    pub fn get_chunksize(&self) -> usize {
+    pub(crate) fn get_chunksize(&self) -> usize {
         self.chunksize
     }
 
-    /// Checks the sizes: [`Error::InvalidArgument`] for a zero.
-    ///
-    /// # Examples
-    ///
-    /// ```
-    /// use concurrent_futures::{Error, MapOptions};
-    ///
-    /// assert!(MapOptions::new().chunksize(8).buffersize(2).validate().is_ok());
-    /// let zero = MapOptions::new().chunksize(0).validate();
-    /// assert!(matches!(zero, Err(Error::InvalidArgument(_))));
-    /// ```
-    pub fn validate(&self) -> Result<(), Error> {
+    /// Checks the sizes: [`Error::InvalidArgument`] for a zero (executors
+    /// call it before anything is submitted).
+    pub(crate) fn validate(&self) -> Result<(), Error> {
         if self.chunksize == 0 {
             return Err(Error::InvalidArgument(
                 "chunksize must be at least 1".into(),
@@ -192,16 +172,16 @@ impl MapOptions {
 /// The results of one chunk, one per item in input order, produced as they
 /// are taken: a process pool decodes each item only when the consumer gets
 /// to it, on the consumer's thread, instead of building a vector of them.
-pub struct ChunkResults<T>(Box<dyn Iterator<Item = Result<T, Error>> + Send>);
+pub(crate) struct ChunkResults<T>(Box<dyn Iterator<Item = Result<T, Error>> + Send>);
 
 impl<T: Send + 'static> ChunkResults<T> {
     /// Results already in hand.
-    pub fn from_vec(results: Vec<Result<T, Error>>) -> ChunkResults<T> {
+    pub(crate) fn from_vec(results: Vec<Result<T, Error>>) -> ChunkResults<T> {
         ChunkResults(Box::new(results.into_iter()))
     }
 
     /// Results produced by `iter`, one per item.
-    pub fn lazy(iter: impl Iterator<Item = Result<T, Error>> + Send + 'static) -> Self {
+    pub(crate) fn lazy(iter: impl Iterator<Item = Result<T, Error>> + Send + 'static) -> Self {
         ChunkResults(Box::new(iter))
     }
 }
@@ -221,12 +201,12 @@ impl<T> fmt::Debug for ChunkResults<T> {
 }
 
 /// The future of one chunk: one result per item.
-pub type ChunkFuture<T> = Future<ChunkResults<T>>;
+pub(crate) type ChunkFuture<T> = Future<ChunkResults<T>>;
 
 /// Submits the next chunk: `None` once the input is exhausted, else the
 /// number of items in the chunk and its future (or why it could not be
 /// submitted).
-pub type ChunkSource<'a, T> =
+pub(crate) type ChunkSource<'a, T> =
     Box<dyn FnMut() -> Option<Result<(usize, ChunkFuture<T>), Error>> + 'a>;
 
 /// The iterator returned by `map`: one `Result` per input item, in input
@@ -254,7 +234,10 @@ impl<'a, T> Map<'a, T> {
     /// Validates `options` and submits the first chunks: all of them without
     /// a buffersize, `buffersize` of them with one. Executors build their
     /// `map` on this.
-    pub fn new(options: &MapOptions, mut source: ChunkSource<'a, T>) -> Result<Map<'a, T>, Error> {
+    pub(crate) fn new(
+        options: &MapOptions,
+        mut source: ChunkSource<'a, T>,
+    ) -> Result<Map<'a, T>, Error> {
         options.validate()?;
         let deadline = options.timeout.and_then(deadline);
         let mut buffer = VecDeque::new();

@@ -500,7 +500,6 @@ fn map_zero_sizes_are_invalid_at_call_time() {
             Err(e) => panic!("{opts:?}: expected InvalidArgument, got {e:?}"),
             Ok(_) => panic!("{opts:?}: expected InvalidArgument, got a map"),
         }
-        assert!(opts.validate().is_err());
     }
     assert_eq!(pool.threads_started(), 0, "nothing was submitted");
     assert_eq!(ran.load(Ordering::SeqCst), 0);

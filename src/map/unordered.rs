@@ -106,7 +106,7 @@ impl<'a, T> MapUnordered<'a, T> {
     /// Validates `options` and submits the first chunks: all of them without
     /// a buffersize, `buffersize` of them with one. Executors build their
     /// `map_unordered` on this, with the same `source` as their `map`.
-    pub fn new(options: &MapOptions, source: ChunkSource<'a, T>) -> Result<Self, Error> {
+    pub(crate) fn new(options: &MapOptions, source: ChunkSource<'a, T>) -> Result<Self, Error> {
         options.validate()?;
         let mut map = MapUnordered {
             source,

@@ -2,10 +2,12 @@
 //! program, for CPU-bound work and crash isolation.
 //!
 //! Tasks are plain functions marked [`#[task]`](crate::task); their
-//! arguments and results cross the process boundary with serde (see
-//! [`registry`](crate::registry) and [`wire`]). Workers re-execute
-//! the current program and enter worker mode before `main` (see
-//! [`worker`](crate::worker); no set-up line is needed).
+//! arguments and results cross the process boundary with serde (postcard),
+//! in a small versioned protocol that names tasks by a stable name and
+//! checks their types on both sides. Workers re-execute the current
+//! program and enter worker mode before `main` (no set-up line is needed;
+//! see [`run_if_worker`](crate::run_if_worker) for platforms without static
+//! constructors).
 //!
 //! Better than Python's pool on every failure path:
 //! * a worker that dies (abort, segfault, `exit`, SIGKILL, out of memory)
