@@ -116,6 +116,39 @@ pub mod __private {
     pub use linkme;
 }
 
+/// What most programs use, for a glob import.
+///
+/// `use concurrent_futures::*` would bring in this crate's [`Future`]
+/// under the name of `std::future::Future` (and break an
+/// `impl Future<Output = ..>` written for async code). The prelude leaves
+/// that name alone: write `concurrent_futures::Future` where you need the
+/// type, which type inference rarely makes you do.
+///
+/// ```
+/// use concurrent_futures::prelude::*;
+///
+/// // `Future` is still std's here.
+/// fn answer() -> impl Future<Output = u32> {
+///     async { 42 }
+/// }
+///
+/// let pool = ThreadPoolExecutor::new(2).unwrap();
+/// let futures: Vec<_> = (0..3u32).map(|n| pool.submit(move || n * 2).unwrap()).collect();
+/// let waited = wait(&futures, Some(std::time::Duration::from_secs(30)), ReturnWhen::AllCompleted);
+/// assert_eq!(waited.done.len(), 3);
+/// let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+/// assert_eq!(rt.block_on(answer()), 42);
+/// ```
+pub mod prelude {
+    pub use crate::{
+        AbortOnDrop, AsCompleted, Error, MapOptions, Promise, ReturnWhen, ThreadPoolExecutor,
+        Waitable, as_completed, wait,
+    };
+    #[cfg(all(feature = "process", unix))]
+    pub use crate::{ProcessPoolExecutor, task};
+    pub use std::future::Future;
+}
+
 /// The README's snippets, compiled and run as doc tests.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]

@@ -649,20 +649,31 @@ impl<T> std::hash::Hash for Future<T> {
 /// different types through `&dyn Waitable`.
 ///
 /// The trait is sealed: futures come from this crate (make your own with
-/// [`Promise`]).
+/// [`Promise`]). Its methods have the names and meaning of [`Future`]'s.
+///
+/// ```
+/// use concurrent_futures::{Promise, Waitable};
+///
+/// let (promise, number) = Promise::<u32>::new();
+/// let (_keep, text) = Promise::<String>::new();
+/// promise.set_result(1).unwrap();
+/// let mixed: [&dyn Waitable; 2] = [&number, &text];
+/// assert!(mixed[0].done());
+/// assert!(mixed[1].cancel() && mixed[1].cancelled());
+/// ```
 pub trait Waitable: sealed::HasHeader {
-    /// True if the future is cancelled or finished.
-    fn is_done(&self) -> bool {
+    /// True if the future is cancelled or finished ([`Future::done`]).
+    fn done(&self) -> bool {
         self.header().done()
     }
 
-    /// True if the future was cancelled.
-    fn is_cancelled(&self) -> bool {
+    /// True if the future was cancelled ([`Future::cancelled`]).
+    fn cancelled(&self) -> bool {
         self.header().state() == CANCELLED
     }
 
-    /// Cancels the future if it has not started (see [`Future::cancel`]).
-    fn cancel_task(&self) -> bool {
+    /// Cancels the future if it has not started ([`Future::cancel`]).
+    fn cancel(&self) -> bool {
         self.header().cancel()
     }
 }
