@@ -106,12 +106,13 @@ pub enum Error {
     #[error("task exceeded its timeout of {0:?} and its worker was stopped")]
     TaskTimeout(Duration),
 
-    /// The worker process running the task died. `cause` names the exit code
-    /// or the signal.
-    #[error("worker process {pid} died while running the task: {cause}")]
+    /// The worker running the task died. `worker` says which (its process,
+    /// and for remote workers its host and rank); `cause` names the exit
+    /// code or the signal.
+    #[error("{worker} died while running the task: {cause}")]
     WorkerDied {
-        /// The process id of the dead worker.
-        pid: u32,
+        /// Which worker died.
+        worker: WorkerId,
         /// How it ended, e.g. `exit code 3` or `signal 9 (SIGKILL)`.
         cause: String,
     },
@@ -142,6 +143,50 @@ pub enum Error {
         /// The fingerprint of the types it was used with.
         found: u64,
     },
+}
+
+/// Which worker ran a task: its process id, and for a worker on another
+/// machine or in an MPI job, its host and rank. Displays as
+/// `worker process 4242`, or `worker rank 3 (pid 4242 on node7)`.
+///
+/// ```
+/// use concurrent_futures::WorkerId;
+///
+/// assert_eq!(WorkerId::process(4242).to_string(), "worker process 4242");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct WorkerId {
+    /// The worker's process id (on its host).
+    pub pid: u32,
+    /// The worker's host name, for a worker on another machine.
+    pub host: Option<String>,
+    /// The worker's rank, in an MPI job.
+    pub rank: Option<u32>,
+}
+
+impl WorkerId {
+    /// A worker process of this machine.
+    pub fn process(pid: u32) -> WorkerId {
+        WorkerId {
+            pid,
+            host: None,
+            rank: None,
+        }
+    }
+}
+
+impl fmt::Display for WorkerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.rank, &self.host) {
+            (None, None) => write!(f, "worker process {}", self.pid),
+            (None, Some(host)) => write!(f, "worker process {} on {host}", self.pid),
+            (Some(rank), None) => write!(f, "worker rank {rank} (pid {})", self.pid),
+            (Some(rank), Some(host)) => {
+                write!(f, "worker rank {rank} (pid {} on {host})", self.pid)
+            }
+        }
+    }
 }
 
 /// A backtrace captured where a task panicked (in this process or in a

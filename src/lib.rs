@@ -73,7 +73,7 @@ mod task_fn;
 pub mod thread_pool;
 pub mod wait;
 
-pub use error::{Backtrace, Error, Result, TaskError};
+pub use error::{Backtrace, Error, Result, TaskError, WorkerId};
 pub use future::{AbortOnDrop, Future, Promise, State, Waitable};
 pub use map::{Map, MapOptions, MapUnordered};
 pub use task_fn::TaskFn;

@@ -552,9 +552,10 @@ fn payload_of_64_mib_each_way() {
 
 fn assert_died(result: Result<u32, Error>, cause: &str) -> u32 {
     match result {
-        Err(Error::WorkerDied { pid, cause: c }) => {
+        Err(Error::WorkerDied { worker, cause: c }) => {
             assert!(c.contains(cause), "cause {c:?} should mention {cause:?}");
-            pid
+            assert_eq!(worker, concurrent_futures::WorkerId::process(worker.pid));
+            worker.pid
         }
         other => panic!("expected WorkerDied ({cause}), got {other:?}"),
     }

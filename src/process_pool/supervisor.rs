@@ -33,8 +33,8 @@ use std::os::unix::net::UnixStream;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
-use crate::Error;
 use crate::wire::{self, FromWorkerRef};
+use crate::{Error, WorkerId};
 
 use super::board::{Board, Phase};
 use super::job::Job;
@@ -241,7 +241,7 @@ impl Shared {
             )),
             (None, Some(reason), Some(Stop::Broken)) => Error::BrokenPool(reason.clone()),
             _ if finished => Error::WorkerDied {
-                pid,
+                worker: WorkerId::process(pid),
                 cause: format!(
                     "{}, after the task finished and before its result reached the pool \
                      (the task is not run again)",
@@ -249,7 +249,7 @@ impl Shared {
                 ),
             },
             _ => Error::WorkerDied {
-                pid,
+                worker: WorkerId::process(pid),
                 cause: describe(ended),
             },
         };
