@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
-"""Python's concurrent.futures on the workloads of benches/compare.rs.
+"""Python's concurrent.futures on the workloads of bench/compare.rs.
 
 `cargo bench --bench compare` runs this script as a subprocess and reads the
 JSON it prints on stdout; it can also be run by hand:
 
-    python3 benches/python_peer.py thread --submit-all 200000 \
+    python3 bench/python_peer.py thread --submit-all 200000 \
         --round-trips 20000 --map-items 1000000
-    python3 benches/python_peer.py process --submit-all 20000 \
+    python3 bench/python_peer.py process --submit-all 20000 \
         --round-trips 2000 --map-items 200000 --chunksize 1000
 
 Every workload is warmed up first (at a tenth of its size), then repeated;

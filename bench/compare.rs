@@ -16,7 +16,7 @@
 //! fire-and-forget pool); `tokio::task::spawn_blocking` on a runtime with
 //! `max_blocking_threads(4)` (one async worker, unused: the main thread
 //! `block_on`s each `JoinHandle`); and Python's `ThreadPoolExecutor(4)`,
-//! run as `python3 benches/python_peer.py` when `python3` is on the PATH.
+//! run as `python3 bench/python_peer.py` when `python3` is on the PATH.
 //! `rayon`'s `par_iter` is shown for `map` as a reference (a data-parallel
 //! loop, not a task API); it does not count as a peer.
 //!
@@ -881,9 +881,9 @@ fn map_rows(s: &Sizes, rows: &mut Vec<Row>) -> String {
 
 // ---------------------------------------------------------------- Python
 
-/// Runs `benches/python_peer.py MODE ARGS...`; its JSON, or why not.
+/// Runs `bench/python_peer.py MODE ARGS...`; its JSON, or why not.
 fn run_python(args: &[String]) -> Result<serde_json::Value, String> {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/python_peer.py");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python_peer.py");
     let output = Command::new("python3")
         .arg(script)
         .args(args)
@@ -1228,7 +1228,7 @@ fn raise_fd_limit(want: u64) -> u64 {
 
 /// The version of `krate` in this workspace's Cargo.lock.
 fn locked_version(krate: &str) -> String {
-    let lock = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.lock"))
+    let lock = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.lock"))
         .unwrap_or_default();
     let needle = format!("name = \"{krate}\"\nversion = \"");
     lock.split_once(&needle)
