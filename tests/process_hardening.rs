@@ -375,7 +375,10 @@ fn a_done_callback_may_wait_on_its_own_pool_with_four_workers() {
 #[test]
 fn process_callbacks_run_off_the_pool_threads_in_order() {
     let pool = ProcessPoolExecutor::new(1).unwrap();
-    let f = pool.submit(square, 3).unwrap();
+    let gates = Gates::new();
+    // Held until every callback is registered, so that none runs at once.
+    let f = pool.submit(gate, gates.path.clone()).unwrap();
+    let (pid, gate_socket) = gates.started();
     let seen = Arc::new(Mutex::new(Vec::new()));
     for n in 0..3 {
         let seen = Arc::clone(&seen);
@@ -384,11 +387,12 @@ fn process_callbacks_run_off_the_pool_threads_in_order() {
             seen.lock().unwrap().push((n, *f.result().unwrap(), name));
         });
     }
-    assert_eq!(f.into_result(), Ok(9)); // waits for the callbacks
+    gates.release(&gate_socket);
+    assert_eq!(f.into_result(), Ok(pid)); // waits for the callbacks
     let seen = seen.lock().unwrap();
     assert_eq!(seen.iter().map(|s| s.0).collect::<Vec<_>>(), [0, 1, 2]);
     for (_, value, thread) in seen.iter() {
-        assert_eq!(*value, 9);
+        assert_eq!(*value, pid);
         assert!(thread.starts_with("process-pool-callbacks"), "{thread}");
     }
 }
