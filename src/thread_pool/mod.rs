@@ -392,14 +392,7 @@ impl ThreadPoolExecutor {
             }
             let n = chunk.len();
             let f = Arc::clone(&f);
-            let run_chunk = move || {
-                ChunkResults::from_vec(
-                    chunk
-                        .into_iter()
-                        .map(|item| crate::panic::catch(|| f(item)))
-                        .collect(),
-                )
-            };
+            let run_chunk = move || run_chunk(&*f, chunk);
             Some(submit_to(&registry, run_chunk).map(|future| (n, future)))
         })
     }
@@ -509,4 +502,18 @@ impl fmt::Debug for ThreadPoolExecutor {
             .field("threads_started", &self.threads_started())
             .finish_non_exhaustive()
     }
+}
+
+/// Runs `f` on every item of one `map` chunk: one result per item, a panic
+/// failing its item only.
+pub(super) fn run_chunk<X, T: Send + 'static>(
+    f: &impl Fn(X) -> T,
+    chunk: Vec<X>,
+) -> ChunkResults<T> {
+    ChunkResults::from_vec(
+        chunk
+            .into_iter()
+            .map(|item| crate::panic::catch(|| f(item)))
+            .collect(),
+    )
 }

@@ -14,9 +14,10 @@ use std::sync::Arc;
 
 use super::job::{Flat, Job, JobRef, Plain, TaskCell};
 use super::registry::Registry;
+use super::run_chunk;
 use crate::error::TaskError;
 use crate::future::HasCore;
-use crate::map::{ChunkResults, ChunkSource, Map, MapOptions};
+use crate::map::{ChunkSource, Map, MapOptions};
 use crate::sync::{Condvar, Mutex, lock};
 use crate::{Error, Future};
 
@@ -231,14 +232,7 @@ impl<'scope> Scope<'scope, '_> {
             }
             let n = chunk.len();
             let f = Arc::clone(&f);
-            let run_chunk = move || {
-                ChunkResults::from_vec(
-                    chunk
-                        .into_iter()
-                        .map(|item| crate::panic::catch(|| f(item)))
-                        .collect(),
-                )
-            };
+            let run_chunk = move || run_chunk(&*f, chunk);
             Some(self.submit(run_chunk).map(|future| (n, future)))
         });
         Map::new(&options, source)
