@@ -21,7 +21,7 @@ pub use scope::Scope;
 
 use crate::error::TaskError;
 use crate::future::HasCore;
-use crate::map::{ChunkResults, ChunkSource, Map, MapOptions, MapUnordered};
+use crate::map::{ChunkFuture, ChunkResults, ChunkSource, Map, MapOptions, MapUnordered};
 use crate::{Error, Future, TaskFn};
 use job::{Flat, JobRef, Plain, TaskCell};
 use registry::Registry;
@@ -382,18 +382,9 @@ impl ThreadPoolExecutor {
         F: Fn(I::Item) -> T + Send + Sync + 'static,
         T: Send + 'static,
     {
-        let f = Arc::new(f);
         let registry = Arc::clone(&self.registry);
-        let mut items = items.into_iter();
-        Box::new(move || {
-            let chunk: Vec<I::Item> = items.by_ref().take(chunksize).collect();
-            if chunk.is_empty() {
-                return None;
-            }
-            let n = chunk.len();
-            let f = Arc::clone(&f);
-            let run_chunk = move || run_chunk(&*f, chunk);
-            Some(submit_to(&registry, run_chunk).map(|future| (n, future)))
+        chunk_source(items.into_iter(), f, chunksize, move |chunk| {
+            submit_to(&registry, move || chunk.run())
         })
     }
 
@@ -504,16 +495,52 @@ impl fmt::Debug for ThreadPoolExecutor {
     }
 }
 
-/// Runs `f` on every item of one `map` chunk: one result per item, a panic
-/// failing its item only.
-pub(super) fn run_chunk<X, T: Send + 'static>(
-    f: &impl Fn(X) -> T,
-    chunk: Vec<X>,
-) -> ChunkResults<T> {
-    ChunkResults::from_vec(
-        chunk
-            .into_iter()
-            .map(|item| crate::panic::catch(|| f(item)))
-            .collect(),
-    )
+/// One `map` chunk, ready to run: the items and the function to apply.
+pub(super) struct Chunk<X, F> {
+    f: Arc<F>,
+    items: Vec<X>,
+}
+
+impl<X, F> Chunk<X, F> {
+    /// Runs `f` on every item: one result per item, a panic failing its
+    /// item only.
+    pub(super) fn run<T: Send + 'static>(self) -> ChunkResults<T>
+    where
+        F: Fn(X) -> T,
+    {
+        let f = &*self.f;
+        ChunkResults::from_vec(
+            self.items
+                .into_iter()
+                .map(|item| crate::panic::catch(|| f(item)))
+                .collect(),
+        )
+    }
+}
+
+/// The chunks of a thread-pool `map` (the pool's or a scope's): `chunksize`
+/// items taken from `items` at a time, each handed to `submit` as a task.
+pub(super) fn chunk_source<'a, X, F, T>(
+    items: impl Iterator<Item = X> + 'a,
+    f: F,
+    chunksize: usize,
+    mut submit: impl FnMut(Chunk<X, F>) -> Result<ChunkFuture<T>, Error> + 'a,
+) -> ChunkSource<'a, T>
+where
+    F: 'a,
+{
+    let f = Arc::new(f);
+    let mut items = items;
+    Box::new(move || {
+        let chunk: Vec<X> = items.by_ref().take(chunksize).collect();
+        if chunk.is_empty() {
+            return None;
+        }
+        let n = chunk.len();
+        let job = Chunk {
+            f: Arc::clone(&f),
+            items: chunk,
+        };
+        Some(submit(job).map(|future| (n, future)))
+    })
 }

@@ -12,12 +12,12 @@ use std::marker::PhantomData;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::Arc;
 
+use super::chunk_source;
 use super::job::{Flat, Job, JobRef, Plain, TaskCell};
 use super::registry::Registry;
-use super::run_chunk;
 use crate::error::TaskError;
 use crate::future::HasCore;
-use crate::map::{ChunkSource, Map, MapOptions};
+use crate::map::{Map, MapOptions};
 use crate::sync::{Condvar, Mutex, lock};
 use crate::{Error, Future};
 
@@ -218,23 +218,16 @@ impl<'scope> Scope<'scope, '_> {
         T: Send + 'static,
     {
         options.validate()?;
-        let f = Arc::new(f);
-        let chunksize = options.get_chunksize();
-        let mut items = items.into_iter();
         // No new unsafe code: each chunk is an ordinary scoped task, so
         // `submit`'s SAFETY arguments cover the borrows of `f` and of the
         // items, and the iterator (holding `&'scope self`) cannot outlive
         // the scope that joins them.
-        let source: ChunkSource<'scope, T> = Box::new(move || {
-            let chunk: Vec<I::Item> = items.by_ref().take(chunksize).collect();
-            if chunk.is_empty() {
-                return None;
-            }
-            let n = chunk.len();
-            let f = Arc::clone(&f);
-            let run_chunk = move || run_chunk(&*f, chunk);
-            Some(self.submit(run_chunk).map(|future| (n, future)))
-        });
+        let source = chunk_source(
+            items.into_iter(),
+            f,
+            options.get_chunksize(),
+            move |chunk| self.submit(move || chunk.run()),
+        );
         Map::new(&options, source)
     }
 }
