@@ -169,28 +169,49 @@ impl MapOptions {
     }
 }
 
-/// The results of one chunk, one per item in input order, produced as they
-/// are taken: a process pool decodes each item only when the consumer gets
-/// to it, on the consumer's thread, instead of building a vector of them.
-pub(crate) struct ChunkResults<T>(Box<dyn Iterator<Item = Result<T, Error>> + Send>);
+/// The results of one chunk, one per item in input order. A process pool
+/// hands over the chunk's answer undecoded: it is decoded on the consumer's
+/// thread when the consumer first reaches the chunk, in one monomorphic loop,
+/// and then taken item by item without a call through a vtable per item.
+pub(crate) struct ChunkResults<T> {
+    ready: std::vec::IntoIter<Result<T, Error>>,
+    later: Option<Decode<T>>,
+}
+
+/// Decodes a whole chunk's results when the consumer first reaches it.
+type Decode<T> = Box<dyn FnOnce() -> Vec<Result<T, Error>> + Send>;
 
 impl<T: Send + 'static> ChunkResults<T> {
     /// Results already in hand.
     pub(crate) fn from_vec(results: Vec<Result<T, Error>>) -> ChunkResults<T> {
-        ChunkResults(Box::new(results.into_iter()))
+        ChunkResults {
+            ready: results.into_iter(),
+            later: None,
+        }
     }
 
-    /// Results produced by `iter`, one per item.
-    pub(crate) fn lazy(iter: impl Iterator<Item = Result<T, Error>> + Send + 'static) -> Self {
-        ChunkResults(Box::new(iter))
+    /// Results that `decode` produces when the first of them is taken.
+    pub(crate) fn decode_later(
+        decode: impl FnOnce() -> Vec<Result<T, Error>> + Send + 'static,
+    ) -> ChunkResults<T> {
+        ChunkResults {
+            ready: Vec::new().into_iter(),
+            later: Some(Box::new(decode)),
+        }
     }
 }
 
 impl<T> Iterator for ChunkResults<T> {
     type Item = Result<T, Error>;
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
-        self.0.next()
+        if let Some(item) = self.ready.next() {
+            return Some(item);
+        }
+        let decode = self.later.take()?;
+        self.ready = decode().into_iter();
+        self.ready.next()
     }
 }
 

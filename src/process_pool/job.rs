@@ -1,7 +1,6 @@
 //! Jobs of the process pool: what is sent, and how its answer completes a
 //! typed future.
 
-use std::marker::PhantomData;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::time::Duration;
@@ -135,30 +134,56 @@ impl Job {
     }
 }
 
-/// Decodes one outcome record.
+/// Decodes one outcome record. Always inlined, with every failure out of
+/// line, so that the hot path is a few instructions in a chunk's loop.
+#[inline(always)]
 fn decode<R: DeserializeOwned>(record: Result<&[u8], Error>) -> Result<R, Error> {
-    let value = match record?.split_first() {
-        Some((&OUTCOME_OK, value)) => value,
-        Some((&OUTCOME_ERR, error)) => {
-            return Err(match wire::from_bytes::<RemoteError>(error) {
-                Ok(remote) => remote.into(),
-                Err(e) => Error::Protocol(format!("malformed error record: {e}")),
-            });
+    let record = record?;
+    match record.split_first() {
+        Some((&OUTCOME_OK, value)) => {
+            // A user's `Deserialize` may panic; it must not take the pool down.
+            match catch_unwind(AssertUnwindSafe(|| wire::from_bytes::<R>(value))) {
+                Ok(Ok(value)) => Ok(value),
+                Ok(Err(e)) => Err(undecodable_result::<R>(value, e)),
+                Err(payload) => Err(panicked_decoding_result(payload)),
+            }
         }
-        _ => return Err(Error::Protocol("malformed result record".into())),
-    };
-    // A user's `Deserialize` may panic; it must not take the pool down.
-    let decode = || wire::from_bytes::<R>(value).map_err(|e| wire::explain_de::<R>(value, e));
-    match catch_unwind(AssertUnwindSafe(decode)) {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(e)) => Err(Error::Serialization(format!(
-            "result failed to deserialize in the parent: {e}"
-        ))),
-        Err(payload) => Err(Error::Panicked {
-            message: crate::error::panic_message(payload.as_ref()),
-            location: None,
-            backtrace: Some(String::from("in the result's Deserialize implementation").into()),
-        }),
+        _ => Err(failure_record(record)),
+    }
+}
+
+/// The error of a result record that did not decode as an `R`.
+#[cold]
+#[inline(never)]
+fn undecodable_result<R: DeserializeOwned>(value: &[u8], e: postcard::Error) -> Error {
+    Error::Serialization(format!(
+        "result failed to deserialize in the parent: {}",
+        wire::explain_de::<R>(value, e)
+    ))
+}
+
+/// The error of a result whose `Deserialize` panicked.
+#[cold]
+#[inline(never)]
+fn panicked_decoding_result(payload: Box<dyn std::any::Any + Send>) -> Error {
+    Error::Panicked {
+        message: crate::error::panic_message(payload.as_ref()),
+        location: None,
+        backtrace: Some(String::from("in the result's Deserialize implementation").into()),
+    }
+}
+
+/// The error a record that is not a value carries: the task's failure, or
+/// a protocol error if the record is malformed.
+#[cold]
+#[inline(never)]
+fn failure_record(record: &[u8]) -> Error {
+    match record.split_first() {
+        Some((&OUTCOME_ERR, error)) => match wire::from_bytes::<RemoteError>(error) {
+            Ok(remote) => remote.into(),
+            Err(e) => Error::Protocol(format!("malformed error record: {e}")),
+        },
+        _ => Error::Protocol("malformed result record".into()),
     }
 }
 
@@ -223,61 +248,43 @@ impl<R: DeserializeOwned + Send + 'static> Sink for Chunk<R> {
             if count != sent {
                 return Err(Error::Protocol(format!("{count} results for {sent} items")));
             }
-            Ok(ChunkResults::lazy(ChunkDecoder::<R> {
-                bytes: results.to_vec(),
-                at: 0,
-                index: 0,
-                len,
-                failed: failed.into_iter().peekable(),
-                value: PhantomData,
+            let bytes = results.to_vec();
+            Ok(ChunkResults::decode_later(move || {
+                decode_chunk(&bytes, len, failed)
             }))
         });
         settle(&promise, result)
     }
 }
 
-/// Decodes a chunk's answer one item at a time: each item is its own
-/// record, or its local failure.
-struct ChunkDecoder<R> {
-    bytes: Vec<u8>,
-    /// Where the next record starts.
-    at: usize,
-    index: usize,
+/// Decodes a chunk's answer: one result per item, each its own record or
+/// its local failure (`failed`, by position). A plain loop on purpose: as an
+/// iterator returning each result through memory, with a `Peekable` of the
+/// failures, the results were re-read before their stores had landed, and
+/// those stalls cost more than the decoding itself.
+fn decode_chunk<R: DeserializeOwned>(
+    bytes: &[u8],
     len: usize,
-    failed: std::iter::Peekable<std::vec::IntoIter<(usize, Error)>>,
-    value: PhantomData<fn() -> R>,
-}
-
-impl<R: DeserializeOwned> Iterator for ChunkDecoder<R> {
-    type Item = Result<R, Error>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.index >= self.len {
-            return None;
+    failed: Vec<(usize, Error)>,
+) -> Vec<Result<R, Error>> {
+    let mut out = Vec::with_capacity(len);
+    let mut failed = failed.into_iter();
+    let mut next_failed = failed.next();
+    let mut records = wire::records(bytes);
+    for index in 0..len {
+        if next_failed.as_ref().is_some_and(|(at, _)| *at == index) {
+            let (_, e) = next_failed.take().expect("checked just above");
+            next_failed = failed.next();
+            out.push(Err(e));
+            continue;
         }
-        let index = self.index;
-        self.index += 1;
-        if let Some((_, e)) = self.failed.next_if(|(at, _)| *at == index) {
-            return Some(Err(e));
-        }
-        let rest = &self.bytes[self.at..];
-        let mut records = wire::records(rest);
-        let item = match records.next() {
-            Some(Ok(record)) => {
-                self.at += 4 + record.len();
-                decode(Ok(record))
-            }
-            Some(Err(e)) => {
-                self.at = self.bytes.len();
-                Err(e)
-            }
-            None => Err(Error::Protocol("missing result".into())),
+        let Some(record) = records.next() else {
+            out.push(Err(Error::Protocol("missing result".into())));
+            continue;
         };
-        Some(item)
+        // The value pushed on its own path: merged with the failures into
+        // one `Result` first, it was built on the stack and copied.
+        out.push(decode(record));
     }
-
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        let left = self.len - self.index;
-        (left, Some(left))
-    }
+    out
 }
