@@ -155,6 +155,10 @@ pub enum Error {
 /// assert_eq!(WorkerId::process(4242).to_string(), "worker process 4242");
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[cfg_attr(
+    all(feature = "process", unix),
+    derive(serde::Serialize, serde::Deserialize)
+)]
 #[non_exhaustive]
 pub struct WorkerId {
     /// The worker's process id (on its host).

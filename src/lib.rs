@@ -88,31 +88,30 @@ extern crate self as concurrent_futures;
 #[cfg(all(feature = "process", unix))]
 #[cfg_attr(docsrs, doc(cfg(all(feature = "process", unix))))]
 pub mod process_pool;
-// The task registry, the wire protocol and the worker side are internals:
-// users see `#[task]`, `RegisteredTask` and `run_if_worker`.
+// The remote layer (task registry, messages, the worker's dispatch core, the
+// client side of submit and map) is internal: users see `#[task]`,
+// `RegisteredTask` and `run_if_worker`.
 #[cfg(all(feature = "process", unix))]
-mod registry;
-#[cfg(all(feature = "process", unix))]
-mod wire;
-#[cfg(all(feature = "process", unix))]
-mod worker;
+mod remote;
 #[cfg(all(feature = "process", unix))]
 #[cfg_attr(docsrs, doc(cfg(all(feature = "process", unix))))]
 pub use concurrent_futures_macros::task;
 #[cfg(all(feature = "process", unix))]
 #[cfg_attr(docsrs, doc(cfg(all(feature = "process", unix))))]
+pub use process_pool::entry::{WORKER_ENV, run_if_worker};
+#[cfg(all(feature = "process", unix))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "process", unix))))]
 pub use process_pool::{InitializerOutput, ProcessPoolBuilder, ProcessPoolExecutor};
 #[cfg(all(feature = "process", unix))]
 #[cfg_attr(docsrs, doc(cfg(all(feature = "process", unix))))]
-pub use registry::RegisteredTask;
-#[cfg(all(feature = "process", unix))]
-#[cfg_attr(docsrs, doc(cfg(all(feature = "process", unix))))]
-pub use worker::{WORKER_ENV, run_if_worker};
+pub use remote::tasks::RegisteredTask;
 /// What the `#[task]` macro expands to; not a public API.
 #[cfg(all(feature = "process", unix))]
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::registry::{Registered, TASKS, TaskEntry, fingerprint, invoke, type_id_of_val};
+    pub use crate::remote::tasks::{
+        Registered, TASKS, TaskEntry, invoke, type_id_of, type_id_of_val,
+    };
     pub use linkme;
 }
 

@@ -4,7 +4,7 @@
 
 use proc_macro::TokenStream;
 use proc_macro2::Span;
-use quote::{format_ident, quote};
+use quote::{ToTokens, format_ident, quote};
 use syn::{FnArg, ItemFn, ReturnType, parse_macro_input, spanned::Spanned};
 
 /// Registers a plain function as a task that worker processes can run.
@@ -172,6 +172,7 @@ fn expand(func: &ItemFn) -> syn::Result<proc_macro2::TokenStream> {
         .filter(|a| a.path().is_ident("doc"))
         .collect();
     let fn_ptr = quote!(fn(#(#types),*) -> #ret_ty);
+    let fingerprint = fingerprint(&args_ty, &ret_ty);
 
     Ok(quote! {
         #(#docs)*
@@ -213,10 +214,26 @@ fn expand(func: &ItemFn) -> syn::Result<proc_macro2::TokenStream> {
         static #entry: #krate::TaskEntry = #krate::TaskEntry {
             name: ::core::concat!(::core::module_path!(), "::", #name_str),
             type_id: || #krate::type_id_of_val(&#name),
-            fingerprint: #krate::fingerprint::<#args_ty, #ret_ty>,
+            fingerprint: #fingerprint,
+            types: #krate::type_id_of::<(#args_ty, #ret_ty)>,
             invoke: |bytes, out| {
                 #krate::invoke::<#args_ty, #ret_ty, _>(bytes, out, |#args_pat| #inner(#(#idents),*))
             },
         };
     })
+}
+
+/// The wire fingerprint of a task's types: a 64-bit FNV-1a hash of the
+/// argument and result types as written in the source, without whitespace.
+/// Computed here, from the tokens, rather than from `std::any::type_name`,
+/// whose output may change between compiler versions: two builds of the
+/// same source agree, whatever compiled them.
+fn fingerprint(args: &impl ToTokens, ret: &impl ToTokens) -> u64 {
+    let text = format!("{} -> {}", args.to_token_stream(), ret.to_token_stream());
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in text.bytes().filter(|b| !b.is_ascii_whitespace()) {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
 }

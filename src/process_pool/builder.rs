@@ -8,11 +8,11 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::ProcessPoolExecutor;
-use super::shared::{Config, Initializer, Shared};
+use super::shared::{Config, InitCall, Shared};
 use crate::Error;
 use crate::RegisteredTask;
-use crate::registry::TaskRef;
-use crate::wire::{self, ByteBuf};
+use crate::remote::message::{self, ByteBuf};
+use crate::remote::tasks::TaskRef;
 
 /// What an initializer may return: `()`, or a `Result` whose `Err` breaks
 /// the pool like a panic does.
@@ -37,11 +37,11 @@ where
 }
 
 fn check_init<R: InitializerOutput>(bytes: &[u8]) -> Result<(), String> {
-    match wire::from_bytes::<R>(bytes) {
+    match message::from_bytes::<R>(bytes) {
         Ok(r) => r.into_init_result(),
         Err(e) => Err(format!(
             "its result failed to deserialize: {}",
-            wire::explain_de::<R>(bytes, e)
+            message::explain_de::<R>(bytes, e)
         )),
     }
 }
@@ -71,7 +71,7 @@ pub struct ProcessPoolBuilder {
     max_workers: Option<usize>,
     max_tasks_per_child: Option<usize>,
     timeout: Option<Duration>,
-    initializer: Option<Result<Initializer, Error>>,
+    initializer: Option<Result<InitCall, Error>>,
 }
 
 impl Default for ProcessPoolBuilder {
@@ -257,11 +257,11 @@ impl ProcessPoolBuilder {
         let _ = task;
         let init = TaskRef::of::<F, A, M>().and_then(|task| {
             let mut bytes = Vec::new();
-            wire::append(&args, &mut bytes).map_err(|e| {
-                let e = wire::explain_ser(&args, e);
+            message::append(&args, &mut bytes).map_err(|e| {
+                let e = message::explain_ser(&args, e);
                 Error::Serialization(format!("initializer arguments failed to serialize: {e}"))
             })?;
-            Ok(Initializer {
+            Ok(InitCall {
                 task,
                 args: ByteBuf::from(bytes),
                 check: check_init::<F::Output>,

@@ -25,7 +25,7 @@
 pub(crate) mod board;
 mod builder;
 mod callbacks;
-mod job;
+pub(crate) mod entry;
 mod process;
 mod schedule;
 mod shared;
@@ -46,10 +46,8 @@ pub use builder::{InitializerOutput, ProcessPoolBuilder};
 use crate::RegisteredTask;
 use crate::error::TaskError;
 use crate::map::{ChunkSource, Map, MapOptions, MapUnordered};
-use crate::registry::TaskRef;
-use crate::wire::{self, MAX_FRAME};
-use crate::{Error, Future, Promise};
-use job::{Chunk, One, Payload};
+use crate::remote::client;
+use crate::{Error, Future};
 use shared::Shared;
 
 /// A pool of worker processes running registered tasks.
@@ -356,14 +354,7 @@ impl ProcessPoolExecutor {
         V: Send + 'static,
     {
         let _ = task;
-        let task = TaskRef::of::<F, A, M>()?;
-        let mut items = Vec::new();
-        encode_into(&args, &mut items)?;
-        let (promise, future) = Promise::new();
-        let payload = Payload { task, items };
-        self.shared
-            .submit(payload, Box::new(One { promise, convert }), timeout)?;
-        Ok(future)
+        client::submit::<_, F, A, M, V>(&self.shared, &args, timeout, convert)
     }
 
     /// The same as [`submit`](Self::submit), under the name the thread pool
@@ -613,50 +604,7 @@ impl ProcessPoolExecutor {
         I::IntoIter: 'a,
     {
         let _ = task;
-        let task = TaskRef::of::<F, A, M>()?;
-        let shared = Arc::clone(&self.shared);
-        let mut items = items.into_iter();
-        let source: ChunkSource<'a, F::Output> = Box::new(move || {
-            let mut len = 0;
-            let mut failed = Vec::new();
-            let mut packed = Vec::new();
-            for item in items.by_ref().take(chunksize) {
-                if let Err(e) = encode_into(item.borrow(), &mut packed) {
-                    failed.push((len, e));
-                }
-                len += 1;
-            }
-            if len == 0 {
-                return None;
-            }
-            let (promise, future) = Promise::new();
-            let sink = Chunk {
-                promise,
-                len,
-                failed,
-            };
-            if packed.is_empty() {
-                // Nothing to send: every item failed to serialize.
-                use job::Sink;
-                Box::new(sink).complete(Ok(&[])).run();
-                return Some(Ok((len, future)));
-            }
-            if packed.len() > MAX_FRAME - 4096 {
-                return Some(Err(Error::Serialization(format!(
-                    "a chunk of {} bytes exceeds the frame limit",
-                    packed.len()
-                ))));
-            }
-            let payload = Payload {
-                task,
-                items: packed,
-            };
-            match shared.submit(payload, Box::new(sink), None) {
-                Ok(()) => Some(Ok((len, future))),
-                Err(e) => Some(Err(e)),
-            }
-        });
-        Ok(source)
+        client::chunk_source::<_, F, A, M, I>(Arc::clone(&self.shared), items, chunksize)
     }
 
     /// Stops accepting tasks: later submits fail with [`Error::ShutDown`].
@@ -754,23 +702,6 @@ impl ProcessPoolExecutor {
     pub fn kill_workers(&self) {
         self.shared.signal_workers(libc::SIGKILL);
     }
-}
-
-/// Appends the encoded `args` to `items` as one record.
-fn encode_into<A: Serialize>(args: &A, items: &mut Vec<u8>) -> Result<(), Error> {
-    let start = items.len();
-    wire::append_record(items, |out| wire::append(args, out)).map_err(|e| {
-        let e = wire::explain_ser(args, e);
-        Error::Serialization(format!("arguments failed to serialize: {e}"))
-    })?;
-    let len = items.len() - start;
-    if len > MAX_FRAME - 4096 {
-        items.truncate(start);
-        return Err(Error::Serialization(format!(
-            "arguments of {len} bytes exceed the frame limit of {MAX_FRAME} bytes"
-        )));
-    }
-    Ok(())
 }
 
 impl Drop for ProcessPoolExecutor {

@@ -39,12 +39,13 @@ use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use super::entry::WORKER_ENV;
 use crate::Error;
-use crate::wire::{self, FromWorkerRef, PROTOCOL_VERSION, ToWorkerRef};
-use crate::worker::WORKER_ENV;
+use crate::remote::framing;
+use crate::remote::message::{self, FromWorkerRef, ToWorkerRef};
 
 use super::board::Board;
-use super::shared::{Config, Initializer};
+use super::shared::{Config, InitCall};
 
 /// How long a new worker may take to say it is ready.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -329,22 +330,16 @@ pub(super) fn handshake(
     handshake_reader.get_mut().pidfd = None;
     let mut reader = handshake_reader;
     let mut buf = Vec::new();
-    let handshake = match wire::read_frame(&mut reader, &mut buf) {
-        Ok(true) => wire::decode::<FromWorkerRef>(&buf).map_err(|e| e.to_string()),
-        Ok(false) | Err(_) => Err("the worker process ended before its handshake (is the \
-                                   program's worker entry linked? see concurrent_futures::worker)"
-            .to_owned()),
-    };
-    match handshake {
-        Ok(FromWorkerRef::Ready { version, .. }) if version == PROTOCOL_VERSION => {}
-        Ok(FromWorkerRef::Ready { version, .. }) => {
-            return Err(format!(
-                "worker speaks protocol version {version}, not {PROTOCOL_VERSION}"
-            ));
+    match framing::read_frame(&mut reader, &mut buf) {
+        Ok(true) => message::check_ready(&buf)?,
+        Ok(false) | Err(_) => {
+            return Err(
+                "the worker process ended before its handshake (is the program's \
+                        worker entry linked? see concurrent_futures::run_if_worker)"
+                    .to_owned(),
+            );
         }
-        Ok(other) => return Err(format!("unexpected first message {other:?}")),
-        Err(reason) => return Err(reason),
-    }
+    };
     let _ = ours.set_read_timeout(None);
     if let Some(init) = &config.initializer {
         let _ = ours.set_read_timeout(config.timeout);
@@ -362,7 +357,7 @@ fn initialize(
     ours: &UnixStream,
     reader: &mut BufReader<Connection>,
     buf: &mut Vec<u8>,
-    init: &Initializer,
+    init: &InitCall,
 ) -> Result<(), String> {
     let message = ToWorkerRef::Init {
         task: init.task.name,
@@ -370,12 +365,12 @@ fn initialize(
         args: serde_bytes::Bytes::new(&init.args),
     };
     let mut out = Vec::new();
-    let _ = wire::encode_frame(&message, &mut out);
+    let _ = framing::encode_frame(&message, &mut out);
     if (&*ours).write_all(&out).is_err() {
         return Err("the worker process ended before its initializer ran".into());
     }
-    let outcome = match wire::read_frame(reader, buf) {
-        Ok(true) => match wire::decode::<FromWorkerRef>(buf) {
+    let outcome = match framing::read_frame(reader, buf) {
+        Ok(true) => match message::decode::<FromWorkerRef>(buf) {
             Ok(FromWorkerRef::InitDone { outcome: Ok(bytes) }) => (init.check)(bytes),
             Ok(FromWorkerRef::InitDone {
                 outcome: Err(remote),

@@ -28,12 +28,13 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::Error;
-use crate::wire::{self, ToWorkerRef};
+use crate::remote::framing;
+use crate::remote::message::ToWorkerRef;
 
 use super::board::Gate;
-use super::job::Payload;
-use super::shared::{Failures, Shared, State};
+use super::shared::{Failures, PoolState, Shared};
 use super::slot::Slot;
+use crate::remote::job::Payload;
 
 /// Most jobs sent to a worker in one write.
 const MAX_BATCH: usize = 64;
@@ -62,7 +63,7 @@ impl Outgoing {
                 items: serde_bytes::Bytes::new(&payload.items),
             };
             // Sizes are checked at submit time; encoding cannot fail.
-            let _ = wire::encode_frame(&message, &mut buf);
+            let _ = framing::encode_frame(&message, &mut buf);
         }
         if (&*self.stream).write_all(&buf).is_err() {
             // The worker is gone (its supervisor sees the end of stream) or
@@ -95,7 +96,7 @@ impl Batches {
 impl Shared {
     /// Hands queued jobs to idle workers and starts workers that are
     /// missing.
-    pub(super) fn schedule(self: &Arc<Self>, st: &mut State) -> Batches {
+    pub(super) fn schedule(self: &Arc<Self>, st: &mut PoolState) -> Batches {
         let mut batches = Batches::default();
         while !st.queue.is_empty() {
             let Some(index) = st.slots.iter().position(Slot::idle) else {
@@ -112,7 +113,7 @@ impl Shared {
 
     /// Starts workers while jobs wait that no starting worker will take.
     /// Returns the jobs to fail if no worker can be had at all.
-    fn spawn_missing(self: &Arc<Self>, st: &mut State) -> Failures {
+    fn spawn_missing(self: &Arc<Self>, st: &mut PoolState) -> Failures {
         if st.broken.is_some() || st.kill_signal.is_some() {
             return Failures::new();
         }
@@ -153,7 +154,7 @@ impl Shared {
     }
 
     /// How many jobs the idle worker at `index` gets next.
-    fn batch_limit(&self, st: &State, index: usize) -> usize {
+    fn batch_limit(&self, st: &PoolState, index: usize) -> usize {
         let slot = &st.slots[index];
         let timed = self.config.timeout.is_some()
             || st.queue.front().is_some_and(|job| job.timeout.is_some());
@@ -173,7 +174,7 @@ impl Shared {
     }
 
     /// Takes the next batch of jobs for the idle worker at `index`.
-    fn take_batch(self: &Arc<Self>, st: &mut State, index: usize) -> Option<Outgoing> {
+    fn take_batch(self: &Arc<Self>, st: &mut PoolState, index: usize) -> Option<Outgoing> {
         let limit = self.batch_limit(st, index);
         let (board, stream) = st.slots[index].channel()?;
         let mut jobs = Vec::new();
@@ -244,7 +245,7 @@ impl Shared {
 
     /// After a worker answered everything it had: retire it, give it more
     /// work, or let it go at shutdown.
-    pub(super) fn after_batch(self: &Arc<Self>, st: &mut State, index: usize) -> Batches {
+    pub(super) fn after_batch(self: &Arc<Self>, st: &mut PoolState, index: usize) -> Batches {
         let slot = &mut st.slots[index];
         slot.deadline = None;
         if slot.is_closing() || slot.is_dying() {

@@ -5,7 +5,7 @@
 //! Threads: the user's; one supervisor thread per worker process (see
 //! [`supervisor`](super::supervisor)); one timer thread when a per-task
 //! timeout is set (see [`timer`](super::timer)); callback threads (see
-//! [`callbacks`](super::callbacks)). They share one [`State`] under one
+//! [`callbacks`](super::callbacks)). They share one [`PoolState`] under one
 //! mutex, and no thread ever polls.
 //!
 //! Guarantees:
@@ -27,23 +27,24 @@ use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
 use crate::Error;
-use crate::registry::TaskRef;
-use crate::wire::ByteBuf;
+use crate::remote::message::ByteBuf;
+use crate::remote::tasks::TaskRef;
 
 use super::callbacks::Callbacks;
-use super::job::{Job, Payload, Sink};
 use super::slot::{Slot, Stop};
+use crate::remote::client::Dispatch;
+use crate::remote::job::{Payload, Request, Sink};
 
 /// The settings of a pool.
 pub(super) struct Config {
     pub(super) max_workers: usize,
     pub(super) max_tasks_per_child: Option<usize>,
     pub(super) timeout: Option<Duration>,
-    pub(super) initializer: Option<Initializer>,
+    pub(super) initializer: Option<InitCall>,
 }
 
 /// A registered task that runs once in every new worker.
-pub(super) struct Initializer {
+pub(super) struct InitCall {
     pub(super) task: TaskRef,
     pub(super) args: ByteBuf,
     /// Decodes the initializer's result: `Err` means it failed.
@@ -52,7 +53,7 @@ pub(super) struct Initializer {
 
 pub(super) struct Shared {
     pub(super) config: Config,
-    state: Mutex<State>,
+    state: Mutex<PoolState>,
     /// Wakes the timer thread: notified whenever a deadline is set, a worker
     /// leaves or the pool shuts down.
     pub(super) timer: Condvar,
@@ -61,8 +62,8 @@ pub(super) struct Shared {
 }
 
 #[derive(Default)]
-pub(super) struct State {
-    pub(super) queue: VecDeque<Job>,
+pub(super) struct PoolState {
+    pub(super) queue: VecDeque<Request>,
     pub(super) slots: Vec<Slot>,
     pub(super) next_job: u64,
     pub(super) next_worker: u64,
@@ -75,7 +76,7 @@ pub(super) struct State {
     pub(super) timer_running: bool,
 }
 
-impl State {
+impl PoolState {
     /// Where the slot of `worker` is; `None` once it left the pool.
     pub(super) fn slot_index(&self, worker: u64) -> Option<usize> {
         self.slots.iter().position(|s| s.id == worker)
@@ -91,9 +92,20 @@ pub(super) type Failures = Vec<(Box<dyn Sink>, Error)>;
 
 /// Cancels queued jobs (their futures are pending: nothing of theirs began),
 /// running their callbacks in this thread.
-pub(super) fn cancel_all(jobs: Vec<Job>) {
+pub(super) fn cancel_all(jobs: Vec<Request>) {
     for job in jobs {
         job.sink.cancel();
+    }
+}
+
+impl Dispatch for Arc<Shared> {
+    fn dispatch(
+        &self,
+        payload: Payload,
+        sink: Box<dyn Sink>,
+        timeout: Option<Duration>,
+    ) -> Result<(), Error> {
+        self.submit(payload, sink, timeout)
     }
 }
 
@@ -101,10 +113,10 @@ impl Shared {
     pub(super) fn new(config: Config) -> Shared {
         Shared {
             config,
-            state: Mutex::new(State {
+            state: Mutex::new(PoolState {
                 // Job ids start at 1: a zeroed ticket names no job.
                 next_job: 1,
-                ..State::default()
+                ..PoolState::default()
             }),
             timer: Condvar::new(),
             callbacks: Callbacks::default(),
@@ -119,7 +131,7 @@ impl Shared {
         }
     }
 
-    pub(super) fn lock(&self) -> MutexGuard<'_, State> {
+    pub(super) fn lock(&self) -> MutexGuard<'_, PoolState> {
         // A panic while holding the lock cannot leave the state half-updated
         // in a way that matters more than hanging would.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
@@ -127,7 +139,7 @@ impl Shared {
 
     /// Queues a job (with its own timeout, if any) and sends it at once if
     /// a worker is idle.
-    pub(super) fn submit(
+    fn submit(
         self: &Arc<Self>,
         payload: Payload,
         sink: Box<dyn Sink>,
@@ -142,7 +154,7 @@ impl Shared {
         }
         let id = st.next_job;
         st.next_job += 1;
-        st.queue.push_back(Job::new(id, payload, sink, timeout));
+        st.queue.push_back(Request::new(id, payload, sink, timeout));
         let batches = self.schedule(&mut st);
         drop(st);
         batches.send(self);
@@ -173,7 +185,7 @@ impl Shared {
     }
 
     /// Marks the pool broken and fails everything queued.
-    pub(super) fn break_pool(&self, st: &mut State, reason: String) -> Failures {
+    pub(super) fn break_pool(&self, st: &mut PoolState, reason: String) -> Failures {
         if st.broken.is_none() {
             st.broken = Some(reason.clone());
         }
@@ -189,7 +201,7 @@ impl Shared {
         let (cancelled, sent_ahead) = {
             let mut st = self.lock();
             st.shutdown = true;
-            let mut cancelled: Vec<Job> = Vec::new();
+            let mut cancelled: Vec<Request> = Vec::new();
             let mut sent_ahead = Vec::new();
             if cancel_futures {
                 cancelled = st.queue.drain(..).collect();

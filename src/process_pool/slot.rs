@@ -19,8 +19,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::board::{Board, TICKETS};
-use super::job::Job;
 use super::process::send_signal;
+use crate::remote::job::Request;
 
 /// Why the pool stopped a worker itself, so that its death is not blamed
 /// on the job it ran.
@@ -42,7 +42,7 @@ pub(super) struct Slot {
     /// The tickets shared with the worker, once it was started.
     board: Option<Arc<Board>>,
     next_ticket: u32,
-    pub(super) inflight: VecDeque<Job>,
+    pub(super) inflight: VecDeque<Request>,
     /// Jobs sent to this worker so far.
     pub(super) assigned: usize,
     /// Our end is closed for writing: the worker finishes and exits.

@@ -33,15 +33,16 @@ use std::os::unix::net::UnixStream;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
-use crate::wire::{self, FromWorkerRef};
+use crate::remote::framing;
+use crate::remote::message::{self, FromWorkerRef};
 use crate::{Error, WorkerId};
 
 use super::board::{Board, Phase};
-use super::job::Job;
 use super::process::{self, Connection, Ended, Process, describe, send_signal};
 use super::schedule::Batches;
 use super::shared::{Failures, Shared, cancel_all};
 use super::slot::Stop;
+use crate::remote::job::Request;
 
 /// A ready worker: its process, our end of its socket and the reader of its
 /// answers.
@@ -287,7 +288,7 @@ impl Shared {
                 None => st.queue.push_front(job),
             }
         }
-        let cancelled: Vec<Job> = if st.kill_signal.is_some() {
+        let cancelled: Vec<Request> = if st.kill_signal.is_some() {
             st.queue.drain(..).collect()
         } else {
             Vec::new()
@@ -342,14 +343,14 @@ fn next_answer<'b>(
     reader: &mut BufReader<Connection>,
     buf: &'b mut Vec<u8>,
 ) -> Result<Option<Answer<'b>>, String> {
-    match wire::read_frame(reader, buf) {
+    match framing::read_frame(reader, buf) {
         Ok(true) => {}
         Ok(false) => return Ok(None),
         Err(e) if e.kind() == ErrorKind::InvalidData => return Err(e.to_string()),
         // End of stream inside a frame, reset: the worker died.
         Err(_) => return Ok(None),
     }
-    match wire::decode::<FromWorkerRef>(buf) {
+    match message::decode::<FromWorkerRef>(buf) {
         Ok(FromWorkerRef::Done { id, results }) => Ok(Some(Answer::Done(id, results))),
         Ok(FromWorkerRef::Skipped { id }) => Ok(Some(Answer::Skipped(id))),
         Ok(other) => Err(format!("unexpected message {other:?}")),

@@ -19,13 +19,13 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Instant;
 
-use super::shared::{Shared, State};
+use super::shared::{PoolState, Shared};
 use super::slot::Stop;
 
 impl Shared {
     /// Starts the timer thread if the pool needs one (it has a per-task
     /// timeout, or `needed`: a job with its own is being sent) and has none.
-    pub(super) fn start_timer(self: &Arc<Self>, st: &mut State, needed: bool) {
+    pub(super) fn start_timer(self: &Arc<Self>, st: &mut PoolState, needed: bool) {
         let needed = needed || self.config.timeout.is_some();
         if needed && !st.timer_running && !st.slots.is_empty() {
             let shared = Arc::clone(self);

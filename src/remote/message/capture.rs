@@ -591,7 +591,7 @@ mod tests {
     use serde::{Deserializer, Serializer};
 
     use super::*;
-    use crate::wire::{append, explain_de, explain_ser, from_bytes};
+    use crate::remote::message::{append, explain_de, explain_ser, from_bytes};
 
     /// What the pool does: postcard, then the explanation on failure.
     fn encode<T: Serialize>(value: &T, out: &mut Vec<u8>) -> Result<(), String> {

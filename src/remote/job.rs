@@ -1,4 +1,4 @@
-//! Jobs of the process pool: what is sent, and how its answer completes a
+//! Jobs of a remote executor: what is sent, and how its answer completes a
 //! typed future.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -7,24 +7,24 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
+use super::message::{self, OUTCOME_ERR, OUTCOME_OK, RemoteError};
+use super::tasks::TaskRef;
 use crate::future::state::{AbortHandler, StartGate};
 use crate::future::{Canceller, DeferredCallbacks};
 use crate::map::ChunkResults;
-use crate::registry::TaskRef;
-use crate::wire::{self, OUTCOME_ERR, OUTCOME_OK, RemoteError};
 use crate::{Error, Promise};
 
 /// The answer to a job: one outcome record per item (see
-/// [`FromWorker::Done`](crate::wire::FromWorker::Done)), or a failure of the
+/// [`FromWorker::Done`](super::message::FromWorker::Done)), or a failure of the
 /// whole job.
-pub(super) type Outcome<'a> = Result<&'a [u8], Error>;
+pub(crate) type Outcome<'a> = Result<&'a [u8], Error>;
 
 /// The typed end of a job: gates, cancels and completes its future.
 ///
 /// A job's future stays pending while the job is queued *and* while it
 /// waits in a worker: its start is decided on the worker's ticket board,
 /// through the gate installed when it is sent.
-pub(super) trait Sink: Send {
+pub(crate) trait Sink: Send {
     /// The job's promise, seen without its value type.
     fn control(&self) -> &dyn Control;
     /// True while nothing has decided the job's fate (not cancelled, not
@@ -62,7 +62,7 @@ pub(super) trait Sink: Send {
 
 /// What the pool does to a job's promise whatever its value type, so that
 /// every sink shares it.
-pub(super) trait Control {
+pub(crate) trait Control {
     fn is_done(&self) -> bool;
     fn cancel(&self) -> bool;
     fn set_gate(&self, gate: Box<dyn StartGate>, abort: Option<AbortHandler>) -> bool;
@@ -97,33 +97,34 @@ fn settle<T: Send + 'static>(promise: &Promise<T>, outcome: Result<T, Error>) ->
 }
 
 /// What goes over the wire for a job.
-pub(super) struct Payload {
-    pub(super) task: TaskRef,
+pub(crate) struct Payload {
+    pub(crate) task: TaskRef,
     /// The encoded arguments of each call, packed as records.
-    pub(super) items: Vec<u8>,
+    pub(crate) items: Vec<u8>,
 }
 
-/// One queued or sent message: a single call or a chunk of calls.
-pub(super) struct Job {
-    pub(super) id: u64,
-    pub(super) payload: Arc<Payload>,
-    pub(super) sink: Box<dyn Sink>,
+/// One queued or sent request to run a payload: a single call or a chunk
+/// of calls.
+pub(crate) struct Request {
+    pub(crate) id: u64,
+    pub(crate) payload: Arc<Payload>,
+    pub(crate) sink: Box<dyn Sink>,
     /// Its ticket on the board of the worker it was sent to.
-    pub(super) ticket: u32,
+    pub(crate) ticket: u32,
     /// Its abort handler is installed (on its first sending).
-    pub(super) abortable: bool,
+    pub(crate) abortable: bool,
     /// Its own per-task timeout, over the pool's.
-    pub(super) timeout: Option<Duration>,
+    pub(crate) timeout: Option<Duration>,
 }
 
-impl Job {
-    pub(super) fn new(
+impl Request {
+    pub(crate) fn new(
         id: u64,
         payload: Payload,
         sink: Box<dyn Sink>,
         timeout: Option<Duration>,
-    ) -> Job {
-        Job {
+    ) -> Request {
+        Request {
             id,
             payload: Arc::new(payload),
             sink,
@@ -142,7 +143,7 @@ fn decode<R: DeserializeOwned>(record: Result<&[u8], Error>) -> Result<R, Error>
     match record.split_first() {
         Some((&OUTCOME_OK, value)) => {
             // A user's `Deserialize` may panic; it must not take the pool down.
-            match catch_unwind(AssertUnwindSafe(|| wire::from_bytes::<R>(value))) {
+            match catch_unwind(AssertUnwindSafe(|| message::from_bytes::<R>(value))) {
                 Ok(Ok(value)) => Ok(value),
                 Ok(Err(e)) => Err(undecodable_result::<R>(value, e)),
                 Err(payload) => Err(panicked_decoding_result(payload)),
@@ -158,7 +159,7 @@ fn decode<R: DeserializeOwned>(record: Result<&[u8], Error>) -> Result<R, Error>
 fn undecodable_result<R: DeserializeOwned>(value: &[u8], e: postcard::Error) -> Error {
     Error::Serialization(format!(
         "result failed to deserialize in the parent: {}",
-        wire::explain_de::<R>(value, e)
+        message::explain_de::<R>(value, e)
     ))
 }
 
@@ -179,7 +180,7 @@ fn panicked_decoding_result(payload: Box<dyn std::any::Any + Send>) -> Error {
 #[inline(never)]
 fn failure_record(record: &[u8]) -> Error {
     match record.split_first() {
-        Some((&OUTCOME_ERR, error)) => match wire::from_bytes::<RemoteError>(error) {
+        Some((&OUTCOME_ERR, error)) => match message::from_bytes::<RemoteError>(error) {
             Ok(remote) => remote.into(),
             Err(e) => Error::Protocol(format!("malformed error record: {e}")),
         },
@@ -190,9 +191,9 @@ fn failure_record(record: &[u8]) -> Error {
 /// The sink of `submit`: one call, one value. `convert` turns the decoded
 /// result into the future's outcome: `Ok` for `submit`, and for
 /// `submit_fallible` the split of a `Result` whose `Err` fails the future.
-pub(super) struct One<R, V = R> {
-    pub(super) promise: Promise<V>,
-    pub(super) convert: fn(R) -> Result<V, Error>,
+pub(crate) struct One<R, V = R> {
+    pub(crate) promise: Promise<V>,
+    pub(crate) convert: fn(R) -> Result<V, Error>,
 }
 
 impl<R, V> Sink for One<R, V>
@@ -205,7 +206,7 @@ where
     }
     fn complete(self: Box<Self>, outcome: Outcome<'_>) -> DeferredCallbacks {
         let result = outcome.and_then(|results| {
-            let mut records = wire::records(results);
+            let mut records = message::records(results);
             match (records.next(), records.next()) {
                 (Some(record), None) => decode(record),
                 _ => Err(Error::Protocol("expected exactly one result".into())),
@@ -218,12 +219,12 @@ where
 /// The sink of a `map` chunk: one result per item, some of which may have
 /// failed to serialize before anything was sent. The answer's bytes are
 /// kept and decoded item by item as the `map` consumer takes them.
-pub(super) struct Chunk<R> {
-    pub(super) promise: Promise<ChunkResults<R>>,
+pub(crate) struct Chunk<R> {
+    pub(crate) promise: Promise<ChunkResults<R>>,
     /// How many items the chunk has.
-    pub(super) len: usize,
+    pub(crate) len: usize,
     /// The items that failed locally (and were not sent), by position.
-    pub(super) failed: Vec<(usize, Error)>,
+    pub(crate) failed: Vec<(usize, Error)>,
 }
 
 impl<R: DeserializeOwned + Send + 'static> Sink for Chunk<R> {
@@ -241,7 +242,7 @@ impl<R: DeserializeOwned + Send + 'static> Sink for Chunk<R> {
             // worker answering too few or too many fails the whole chunk.
             let sent = len - failed.len();
             let mut count = 0;
-            for record in wire::records(results) {
+            for record in message::records(results) {
                 record?;
                 count += 1;
             }
@@ -270,7 +271,7 @@ fn decode_chunk<R: DeserializeOwned>(
     let mut out = Vec::with_capacity(len);
     let mut failed = failed.into_iter();
     let mut next_failed = failed.next();
-    let mut records = wire::records(bytes);
+    let mut records = message::records(bytes);
     for index in 0..len {
         if next_failed.as_ref().is_some_and(|(at, _)| *at == index) {
             let (_, e) = next_failed.take().expect("checked just above");

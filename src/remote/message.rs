@@ -1,42 +1,43 @@
-//! The wire protocol between a pool and the workers that run its tasks.
+//! The messages between an executor and the workers that run its tasks,
+//! whatever carries them (a socket pair, MPI, Redis): their types and the
+//! encoding of their bodies. Byte-stream framing is apart, in
+//! [`framing`](super::framing).
 //!
-//! Small, versioned and framed, so that the same protocol (and the same
-//! [`registry`](crate::registry)) can serve workers on other machines:
-//!
-//! * A **frame** is a 4-byte little-endian length followed by that many bytes
-//!   of body, at most [`MAX_FRAME`]. A truncated frame, an oversized length
-//!   or a body that does not decode is an error, never a panic or a hang.
 //! * A **body** is one message, [`ToWorker`] or [`FromWorker`], encoded with
-//!   [`postcard`] (a maintained, compact serde format).
+//!   [`postcard`] (a maintained, compact serde format), at most
+//!   [`MAX_MESSAGE`] bytes.
 //! * A job's arguments travel as **records** (see [`records`]): one per
 //!   call, each a 4-byte little-endian length and the postcard encoding of
 //!   the arguments, so a batch of a `map` chunk is one message and one bad
 //!   item fails alone. Results come back the same way, each record starting
 //!   with [`OUTCOME_OK`] or [`OUTCOME_ERR`].
 //! * The worker speaks first: [`FromWorker::Ready`] carries its
-//!   [`PROTOCOL_VERSION`] and pid; the pool refuses any other version.
+//!   [`PROTOCOL_VERSION`], its build identity and who it is (a
+//!   [`WorkerId`]: pid, host, rank). The executor reads the version before
+//!   anything else ([`ready_version`]) and refuses any other version, then
+//!   any other build.
 //! * Tasks are named by their stable registry name plus a fingerprint of
 //!   their types, never by address.
 //! * A user's `Serialize` or `Deserialize` that fails with
 //!   `Error::custom(message)` is reported with that message (postcard keeps
-//!   only a generic text; `wire/capture.rs` recovers it, only after a
+//!   only a generic text; `message/capture.rs` recovers it, only after a
 //!   failure).
 
-use std::io::{self, Read, Write};
-
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 pub use serde_bytes::ByteBuf;
 
-use crate::Error;
+use super::tasks::build_identity;
+use crate::{Error, WorkerId};
 
 mod capture;
 
 /// The version of this protocol, sent by the worker in its first message.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// 3: `Ready` names the worker by [`WorkerId`] and carries the build
+/// identity.
+pub const PROTOCOL_VERSION: u32 = 3;
 
-/// The largest frame body accepted, in bytes (1 GiB).
-pub const MAX_FRAME: usize = 1 << 30;
+/// The largest message body accepted, in bytes (1 GiB).
+pub const MAX_MESSAGE: usize = 1 << 30;
 
 /// Messages from a pool to a worker.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,7 +104,11 @@ pub(crate) enum ToWorkerRef<'a> {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum FromWorkerRef<'a> {
     /// [`FromWorker::Ready`].
-    Ready { version: u32, pid: u32 },
+    Ready {
+        version: u32,
+        build: u64,
+        worker: WorkerId,
+    },
     /// [`FromWorker::InitDone`].
     InitDone {
         #[serde(borrow)]
@@ -125,12 +130,16 @@ pub(crate) enum FromWorkerRef<'a> {
 // borrowed one, and the tests check that both encode alike.
 #[cfg_attr(not(test), allow(dead_code))]
 pub enum FromWorker {
-    /// The first message of a worker.
+    /// The first message of a worker. Its first field stays the version in
+    /// every version of the protocol, so that [`ready_version`] can read it
+    /// from any worker.
     Ready {
         /// The worker's [`PROTOCOL_VERSION`].
         version: u32,
-        /// The worker's process id.
-        pid: u32,
+        /// The worker's build identity: it must equal the executor's.
+        build: u64,
+        /// Who the worker is.
+        worker: WorkerId,
     },
     /// The outcome of [`ToWorker::Init`]: the initializer's encoded result.
     InitDone {
@@ -357,97 +366,46 @@ pub(crate) fn explain_de<'a, T: Deserialize<'a>>(bytes: &'a [u8], e: postcard::E
     .unwrap_or_else(|| e.to_string())
 }
 
-/// Appends one frame holding `message` to `out`.
-///
-/// On failure `out` is left as it was, so frames can be appended to a buffer
-/// that already holds others.
-pub fn encode_frame<M: Serialize>(message: &M, out: &mut Vec<u8>) -> Result<(), Error> {
-    let start = out.len();
-    out.extend_from_slice(&[0; 4]);
-    if let Err(e) = append(message, out) {
-        out.truncate(start);
-        return Err(Error::Serialization(e.to_string()));
+/// The protocol version of a worker's first message, read without
+/// decoding the rest (whose shape may differ in another version): `None`
+/// if `body` is not a `Ready` message at all.
+pub(crate) fn ready_version(body: &[u8]) -> Option<u32> {
+    // `Ready` is variant 0 in every version: its index, then the version,
+    // both varints.
+    let (variant, rest) = postcard::take_from_bytes::<u32>(body).ok()?;
+    if variant != 0 {
+        return None;
     }
-    let len = out.len() - start - 4;
-    if len > MAX_FRAME {
-        out.truncate(start);
-        return Err(Error::Serialization(format!(
-            "message of {len} bytes exceeds the frame limit of {MAX_FRAME} bytes"
-        )));
-    }
-    out[start..start + 4].copy_from_slice(&(len as u32).to_le_bytes());
-    Ok(())
+    postcard::take_from_bytes::<u32>(rest).ok().map(|(v, _)| v)
 }
 
-/// Writes one frame holding `message` to `w` (unflushed).
-pub fn write_frame<M: Serialize>(w: &mut impl Write, message: &M) -> Result<(), Error> {
-    let mut buf = Vec::new();
-    encode_frame(message, &mut buf)?;
-    w.write_all(&buf).map_err(io_error)
-}
-
-fn io_error(e: io::Error) -> Error {
-    Error::Protocol(format!("i/o error: {e}"))
-}
-
-/// Reads one frame body into `buf` (replacing its contents).
-///
-/// Returns `Ok(false)` at a clean end of stream (no byte of a new frame);
-/// a stream that ends inside a frame, or an oversized length, is an error.
-/// Memory grows with the bytes actually received, not with the length a
-/// frame claims.
-pub fn read_frame(r: &mut impl Read, buf: &mut Vec<u8>) -> io::Result<bool> {
-    let mut header = [0u8; 4];
-    let mut got = 0;
-    while got < 4 {
-        match r.read(&mut header[got..]) {
-            Ok(0) if got == 0 => return Ok(false),
-            Ok(0) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "stream ended inside a frame header",
-                ));
-            }
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+/// Checks a worker's first message: the same protocol version, then the
+/// same build as this program. The worker's identity, or why it is refused.
+pub(crate) fn check_ready(body: &[u8]) -> Result<WorkerId, String> {
+    match ready_version(body) {
+        Some(PROTOCOL_VERSION) => {}
+        Some(version) => {
+            return Err(format!(
+                "the worker speaks protocol version {version}, not {PROTOCOL_VERSION} \
+                 (another release of concurrent-futures)"
+            ));
         }
+        None => return Err("the worker's first message is not a handshake".into()),
     }
-    let len = u32::from_le_bytes(header) as usize;
-    if len > MAX_FRAME {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("frame of {len} bytes exceeds the limit of {MAX_FRAME} bytes"),
-        ));
+    match decode::<FromWorkerRef>(body) {
+        Ok(FromWorkerRef::Ready { build, worker, .. }) if build == build_identity() => Ok(worker),
+        Ok(FromWorkerRef::Ready { worker, .. }) => Err(format!(
+            "{worker} runs another build of this program (build identity differs): \
+             start every worker from the same executable"
+        )),
+        Ok(_) => Err("the worker's first message is not a handshake".into()),
+        Err(e) => Err(format!("malformed handshake: {e}")),
     }
-    buf.clear();
-    buf.reserve(len.min(1 << 24));
-    let read = r.take(len as u64).read_to_end(buf)?;
-    if read != len {
-        return Err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            format!("stream ended inside a frame ({read} of {len} bytes)"),
-        ));
-    }
-    Ok(true)
 }
 
-/// Decodes a frame body into a message.
+/// Decodes a message body.
 pub fn decode<'a, M: Deserialize<'a>>(body: &'a [u8]) -> Result<M, Error> {
     from_bytes(body).map_err(|e| Error::Protocol(format!("malformed message: {e}")))
-}
-
-/// Reads and decodes one message; `Ok(None)` at a clean end of stream.
-#[cfg_attr(not(test), allow(dead_code))]
-pub fn read_message<M: DeserializeOwned>(
-    r: &mut impl Read,
-    buf: &mut Vec<u8>,
-) -> Result<Option<M>, Error> {
-    if read_frame(r, buf).map_err(io_error)? {
-        decode(buf).map(Some)
-    } else {
-        Ok(None)
-    }
 }
 
 #[cfg(test)]
@@ -455,12 +413,42 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn frames<M: Serialize>(messages: &[M]) -> Vec<u8> {
+    fn ready(version: u32, build: u64) -> Vec<u8> {
         let mut out = Vec::new();
-        for m in messages {
-            encode_frame(m, &mut out).unwrap();
-        }
+        let worker = WorkerId::process(42);
+        append(
+            &FromWorker::Ready {
+                version,
+                build,
+                worker,
+            },
+            &mut out,
+        )
+        .unwrap();
         out
+    }
+
+    #[test]
+    fn a_worker_of_another_version_or_build_is_refused() {
+        assert_eq!(
+            check_ready(&ready(PROTOCOL_VERSION, build_identity())),
+            Ok(WorkerId::process(42))
+        );
+        let other_build = check_ready(&ready(PROTOCOL_VERSION, build_identity() ^ 1)).unwrap_err();
+        assert!(other_build.contains("another build"), "{other_build}");
+        // Version 2's `Ready` was `{ version, pid }`: still read as a version.
+        let mut v2 = Vec::new();
+        append(&(0u32, 2u32, 42u32), &mut v2).unwrap();
+        let old = check_ready(&v2).unwrap_err();
+        assert!(old.contains("protocol version 2"), "{old}");
+        let mut skipped = Vec::new();
+        append(&FromWorker::Skipped { id: 1 }, &mut skipped).unwrap();
+        assert!(
+            check_ready(&skipped)
+                .unwrap_err()
+                .contains("not a handshake")
+        );
+        assert!(check_ready(&[]).is_err());
     }
 
     proptest! {
@@ -475,142 +463,13 @@ mod tests {
             extend_short(&mut out, &data);
             prop_assert_eq!(out, expected);
         }
-    }
 
-    fn decode_all(mut bytes: &[u8]) -> Result<Vec<ToWorker>, Error> {
-        let mut buf = Vec::new();
-        let mut out = Vec::new();
-        while let Some(m) = read_message(&mut bytes, &mut buf)? {
-            out.push(m);
+        #[test]
+        fn arbitrary_records_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
+            for record in records(&bytes).flatten() {
+                let _ = from_bytes::<RemoteError>(record);
+            }
         }
-        Ok(out)
-    }
-
-    fn arb_to_worker() -> impl Strategy<Value = ToWorker> {
-        prop_oneof![
-            (
-                ".{0,20}",
-                any::<u64>(),
-                prop::collection::vec(any::<u8>(), 0..40)
-            )
-                .prop_map(|(task, fingerprint, args)| ToWorker::Init {
-                    task,
-                    fingerprint,
-                    args: ByteBuf::from(args)
-                }),
-            (
-                any::<u64>(),
-                any::<u32>(),
-                ".{0,20}",
-                any::<u64>(),
-                prop::collection::vec(any::<u8>(), 0..60)
-            )
-                .prop_map(|(id, ticket, task, fingerprint, items)| ToWorker::Run {
-                    id,
-                    ticket,
-                    task,
-                    fingerprint,
-                    items: ByteBuf::from(items)
-                }),
-            Just(ToWorker::Shutdown),
-        ]
-    }
-
-    #[test]
-    fn round_trip_and_clean_eof() {
-        let msgs = vec![
-            ToWorker::Run {
-                id: 7,
-                ticket: 3,
-                task: "a::b".into(),
-                fingerprint: 3,
-                items: ByteBuf::from(vec![1, 2]),
-            },
-            ToWorker::Shutdown,
-        ];
-        assert_eq!(decode_all(&frames(&msgs)).unwrap(), msgs);
-        assert_eq!(decode_all(&[]).unwrap(), vec![]);
-    }
-
-    #[test]
-    fn borrowed_messages_encode_like_owned_ones() {
-        let items = vec![9; 300];
-        let owned = ToWorker::Run {
-            id: 1 << 40,
-            ticket: 255,
-            task: "x::y".into(),
-            fingerprint: 99,
-            items: ByteBuf::from(items.clone()),
-        };
-        let borrowed = ToWorkerRef::Run {
-            id: 1 << 40,
-            ticket: 255,
-            task: "x::y",
-            fingerprint: 99,
-            items: serde_bytes::Bytes::new(&items),
-        };
-        assert_eq!(frames(&[owned]), frames(&[borrowed]));
-        let owned = ToWorker::Init {
-            task: "i".into(),
-            fingerprint: 5,
-            args: ByteBuf::from(vec![4, 5]),
-        };
-        let borrowed = ToWorkerRef::Init {
-            task: "i",
-            fingerprint: 5,
-            args: serde_bytes::Bytes::new(&[4, 5]),
-        };
-        assert_eq!(frames(&[owned]), frames(&[borrowed]));
-        assert_eq!(
-            frames(&[ToWorker::Shutdown]),
-            frames(&[ToWorkerRef::Shutdown])
-        );
-        let owned = [
-            FromWorker::Ready { version: 1, pid: 2 },
-            FromWorker::InitDone {
-                outcome: Ok(ByteBuf::from(vec![1])),
-            },
-            FromWorker::InitDone {
-                outcome: Err(RemoteError::UnknownTask("t".into())),
-            },
-            FromWorker::Done {
-                id: 3,
-                results: ByteBuf::from(vec![0, 1, 2]),
-            },
-            FromWorker::Skipped { id: 4 },
-        ];
-        let borrowed = [
-            FromWorkerRef::Ready { version: 1, pid: 2 },
-            FromWorkerRef::InitDone {
-                outcome: Ok(serde_bytes::Bytes::new(&[1])),
-            },
-            FromWorkerRef::InitDone {
-                outcome: Err(RemoteError::UnknownTask("t".into())),
-            },
-            FromWorkerRef::Done {
-                id: 3,
-                results: serde_bytes::Bytes::new(&[0, 1, 2]),
-            },
-            FromWorkerRef::Skipped { id: 4 },
-        ];
-        assert_eq!(frames(&owned), frames(&borrowed));
-        let bytes = frames(&borrowed);
-        let mut rest = &bytes[..];
-        let mut buf = Vec::new();
-        for expected in &borrowed {
-            assert!(read_frame(&mut rest, &mut buf).unwrap());
-            assert_eq!(&decode::<FromWorkerRef>(&buf).unwrap(), expected);
-        }
-    }
-
-    #[test]
-    fn oversized_length_is_an_error_without_allocating() {
-        let bytes = u32::MAX.to_le_bytes();
-        assert!(matches!(decode_all(&bytes), Err(Error::Protocol(_))));
-        // A length under the limit but far more than what follows.
-        let mut bytes = (MAX_FRAME as u32).to_le_bytes().to_vec();
-        bytes.extend_from_slice(&[1, 2, 3]);
-        assert!(matches!(decode_all(&bytes), Err(Error::Protocol(_))));
     }
 
     #[test]
@@ -628,50 +487,5 @@ mod tests {
             .map(|r| from_bytes::<ByteBuf>(r.unwrap()).unwrap().into_vec())
             .collect();
         assert_eq!(got, vec![vec![1, 2], vec![], vec![7; 70]]);
-    }
-
-    proptest! {
-        #[test]
-        fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
-            let _ = decode_all(&bytes);
-            let mut buf = Vec::new();
-            let _ = read_message::<FromWorker>(&mut &bytes[..], &mut buf);
-            for record in records(&bytes).flatten() {
-                let _ = from_bytes::<RemoteError>(record);
-            }
-        }
-
-        #[test]
-        fn round_trip(msgs in prop::collection::vec(arb_to_worker(), 0..6)) {
-            prop_assert_eq!(decode_all(&frames(&msgs)).unwrap(), msgs);
-        }
-
-        #[test]
-        fn truncated_stream_is_an_error(msgs in prop::collection::vec(arb_to_worker(), 1..4), cut in any::<prop::sample::Index>()) {
-            let bytes = frames(&msgs);
-            let cut = cut.index(bytes.len());
-            // Cutting at a frame boundary is a clean, shorter stream.
-            let result = decode_all(&bytes[..cut]);
-            let mut boundary = 0;
-            let mut boundaries = vec![0];
-            for m in &msgs {
-                boundary += frames(std::slice::from_ref(m)).len();
-                boundaries.push(boundary);
-            }
-            if boundaries.contains(&cut) {
-                prop_assert!(result.is_ok());
-            } else {
-                prop_assert!(result.is_err());
-            }
-        }
-
-        #[test]
-        fn corrupted_body_is_an_error_or_a_message(msgs in prop::collection::vec(arb_to_worker(), 1..4), at in any::<prop::sample::Index>(), byte in any::<u8>()) {
-            let mut bytes = frames(&msgs);
-            let at = at.index(bytes.len());
-            bytes[at] = byte;
-            // Never a panic; either decodes to something or fails.
-            let _ = decode_all(&bytes);
-        }
     }
 }

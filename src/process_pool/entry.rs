@@ -54,8 +54,11 @@ use std::sync::atomic::{AtomicI32, AtomicPtr, AtomicUsize, Ordering};
 
 use crate::process_pool::board::Board;
 
-use crate::registry;
-use crate::wire::{self, FromWorkerRef, PROTOCOL_VERSION, RemoteError, ToWorkerRef};
+use crate::WorkerId;
+use crate::remote::framing;
+use crate::remote::message::{self, FromWorkerRef, PROTOCOL_VERSION, RemoteError, ToWorkerRef};
+use crate::remote::serve;
+use crate::remote::tasks::build_identity;
 use serde_bytes::Bytes;
 
 /// The environment variable that makes a process of this program a worker;
@@ -164,104 +167,6 @@ static WORKER_ENTRY: extern "C" fn() = static_constructor;
 #[unsafe(link_section = "__DATA,__mod_init_func")]
 static WORKER_ENTRY: extern "C" fn() = static_constructor;
 
-/// Runs one call of a task into `out`, turning a panic into
-/// [`RemoteError::Panicked`]; on error `out` is unchanged.
-fn call(entry: &registry::TaskEntry, args: &[u8], out: &mut Vec<u8>) -> Result<(), RemoteError> {
-    crate::panic::catch(|| (entry.invoke)(args, out)).unwrap_or_else(|e| Err(panicked(e)))
-}
-
-fn panicked(error: crate::Error) -> RemoteError {
-    match error {
-        crate::Error::Panicked {
-            message,
-            location,
-            backtrace,
-        } => RemoteError::Panicked {
-            message,
-            location,
-            backtrace: backtrace.map(|b| b.as_str().to_owned()),
-        },
-        other => RemoteError::Panicked {
-            message: other.to_string(),
-            location: None,
-            backtrace: None,
-        },
-    }
-}
-
-/// Appends one outcome record: the result, or why it failed.
-fn push_outcome(out: &mut Vec<u8>, run: impl FnOnce(&mut Vec<u8>) -> Result<(), RemoteError>) {
-    let done = wire::append_record(out, |o| {
-        o.push(wire::OUTCOME_OK);
-        run(o)
-    });
-    if let Err(error) = done {
-        push_error(out, &error);
-    }
-}
-
-fn push_error(out: &mut Vec<u8>, error: &RemoteError) {
-    let pushed = wire::append_record(out, |o| {
-        o.push(wire::OUTCOME_ERR);
-        wire::append(error, o)
-    });
-    debug_assert!(pushed.is_ok(), "a RemoteError always serializes");
-}
-
-/// Runs every item of a `Run` message, appending one outcome record per
-/// item to `results`; false if the items are malformed.
-///
-/// One panic guard covers a run of items rather than each item (it is most
-/// of the per-item cost of a tiny task): a panic fails the item it came
-/// from, and the items after it run under a new guard.
-fn run(task: &str, fingerprint: u64, items: &[u8], results: &mut Vec<u8>) -> bool {
-    let entry = match find(task, fingerprint) {
-        Ok(entry) => entry,
-        Err(e) => {
-            for args in wire::records(items) {
-                if args.is_err() {
-                    return false;
-                }
-                push_error(results, &e);
-            }
-            return true;
-        }
-    };
-    let mut records = wire::records(items);
-    loop {
-        let mut started = results.len();
-        let guarded = crate::panic::catch(|| {
-            for args in records.by_ref() {
-                let Ok(args) = args else { return false };
-                started = results.len();
-                push_outcome(results, |o| (entry.invoke)(args, o));
-            }
-            true
-        });
-        match guarded {
-            Ok(well_formed) => return well_formed,
-            Err(panic) => {
-                // The item being run panicked: drop what it half wrote.
-                results.truncate(started);
-                push_error(results, &panicked(panic));
-            }
-        }
-    }
-}
-
-fn find(task: &str, fingerprint: u64) -> Result<&'static registry::TaskEntry, RemoteError> {
-    let entry = registry::lookup(task).ok_or_else(|| RemoteError::UnknownTask(task.to_owned()))?;
-    let expected = (entry.fingerprint)();
-    if expected != fingerprint {
-        return Err(RemoteError::TypeMismatch {
-            task: task.to_owned(),
-            expected,
-            found: fingerprint,
-        });
-    }
-    Ok(entry)
-}
-
 /// The worker loop: answer every message until the pool closes the
 /// connection. Returns the exit code.
 fn serve(stream: UnixStream, board: &Board) -> i32 {
@@ -277,9 +182,10 @@ fn serve(stream: UnixStream, board: &Board) -> i32 {
     let mut results = Vec::new();
     let ready = FromWorkerRef::Ready {
         version: PROTOCOL_VERSION,
-        pid: std::process::id(),
+        build: build_identity(),
+        worker: WorkerId::process(std::process::id()),
     };
-    if wire::write_frame(&mut writer, &ready).is_err() {
+    if framing::write_frame(&mut writer, &ready).is_err() {
         return EXIT_PROTOCOL;
     }
     let fail = |what: &dyn std::fmt::Display| {
@@ -292,12 +198,12 @@ fn serve(stream: UnixStream, board: &Board) -> i32 {
         if (reader.buffer().is_empty() || outbox.len() >= OUTBOX_FLUSH) && outbox.flush().is_err() {
             return EXIT_PROTOCOL;
         }
-        match wire::read_frame(&mut reader, &mut buf) {
+        match framing::read_frame(&mut reader, &mut buf) {
             Ok(true) => {}
             Ok(false) => break,
             Err(e) => return fail(&e),
         }
-        let message = match wire::decode::<ToWorkerRef>(&buf) {
+        let message = match message::decode::<ToWorkerRef>(&buf) {
             Ok(m) => m,
             Err(e) => return fail(&e),
         };
@@ -310,10 +216,9 @@ fn serve(stream: UnixStream, board: &Board) -> i32 {
                 fingerprint,
                 args,
             } => {
-                let outcome = find(task, fingerprint)
-                    .and_then(|entry| call(entry, args, &mut results))
+                let outcome = serve::init(task, fingerprint, args, &mut results)
                     .map(|()| Bytes::new(&results));
-                wire::encode_frame(&FromWorkerRef::InitDone { outcome }, &mut out)
+                framing::encode_frame(&FromWorkerRef::InitDone { outcome }, &mut out)
             }
             ToWorkerRef::Run {
                 id,
@@ -327,11 +232,12 @@ fn serve(stream: UnixStream, board: &Board) -> i32 {
                         "ticket {ticket} holds {found:#x}, not job {id}"
                     ));
                 }
-                Ok(false) => wire::encode_frame(&FromWorkerRef::Skipped { id }, &mut out),
+                Ok(false) => framing::encode_frame(&FromWorkerRef::Skipped { id }, &mut out),
                 Ok(true) => {
                     // Should the task crash the process, the answers of the
                     // jobs before it still reach the pool.
-                    let ran = outbox.while_exposed(|| run(task, fingerprint, items, &mut results));
+                    let ran =
+                        outbox.while_exposed(|| serve::run(task, fingerprint, items, &mut results));
                     if !ran {
                         return fail(&"malformed items");
                     }
@@ -363,17 +269,14 @@ fn encode_answer(id: u64, results: &[u8], out: &mut Vec<u8>) -> Result<(), crate
         id,
         results: Bytes::new(results),
     };
-    wire::encode_frame(&answer, out).or_else(|e| {
+    framing::encode_frame(&answer, out).or_else(|e| {
         let error = RemoteError::Serialization(format!("result too large: {e}"));
-        let mut errors = Vec::new();
-        for _ in wire::records(results) {
-            push_error(&mut errors, &error);
-        }
+        let errors = serve::fail_each(results, &error);
         let answer = FromWorkerRef::Done {
             id,
             results: Bytes::new(&errors),
         };
-        wire::encode_frame(&answer, out)
+        framing::encode_frame(&answer, out)
     })
 }
 
@@ -527,84 +430,5 @@ fn install_crash_handlers() {
             libc::sigaction(signal, &action, std::ptr::null_mut());
         }
         libc::atexit(on_exit);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[crate::task]
-    fn double(n: u32) -> u32 {
-        n * 2
-    }
-
-    fn packed(items: &[u32]) -> Vec<u8> {
-        let mut out = Vec::new();
-        for item in items {
-            wire::append_record(&mut out, |o| wire::append(item, o)).unwrap();
-        }
-        out
-    }
-
-    fn outcomes(results: &[u8]) -> Vec<Result<u32, RemoteError>> {
-        wire::records(results)
-            .map(|r| match r.unwrap().split_first() {
-                Some((&wire::OUTCOME_OK, v)) => Ok(wire::from_bytes(v).unwrap()),
-                Some((&wire::OUTCOME_ERR, e)) => Err(wire::from_bytes(e).unwrap()),
-                _ => panic!("bad record"),
-            })
-            .collect()
-    }
-
-    #[test]
-    fn runs_registered_tasks_by_name_and_checks_fingerprints() {
-        let name = concat!(module_path!(), "::double");
-        assert!(crate::registry::task_names().contains(&name));
-        let fingerprint = crate::registry::fingerprint::<u32, u32>();
-        let mut results = Vec::new();
-        assert!(run(name, fingerprint, &packed(&[1, 2, 3]), &mut results));
-        assert_eq!(outcomes(&results), vec![Ok(2), Ok(4), Ok(6)]);
-
-        results.clear();
-        assert!(run(name, fingerprint ^ 1, &packed(&[1]), &mut results));
-        assert!(matches!(
-            outcomes(&results)[..],
-            [Err(RemoteError::TypeMismatch { .. })]
-        ));
-
-        results.clear();
-        assert!(run(
-            "no::such::task",
-            fingerprint,
-            &packed(&[1, 2]),
-            &mut results
-        ));
-        assert!(matches!(
-            outcomes(&results)[..],
-            [
-                Err(RemoteError::UnknownTask(_)),
-                Err(RemoteError::UnknownTask(_))
-            ]
-        ));
-
-        // Arguments of the wrong type: an error for that item only.
-        let mut items = packed(&[5]);
-        wire::append_record(&mut items, |o| wire::append("text", o)).unwrap();
-        results.clear();
-        assert!(run(name, fingerprint, &items, &mut results));
-        let got = outcomes(&results);
-        assert_eq!(got[0], Ok(10));
-        assert!(matches!(got[1], Err(RemoteError::Serialization(_))));
-
-        // Truncated packing is malformed, not a panic.
-        let items = packed(&[1, 2]);
-        results.clear();
-        assert!(!run(
-            name,
-            fingerprint,
-            &items[..items.len() - 1],
-            &mut results
-        ));
     }
 }

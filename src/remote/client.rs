@@ -1,0 +1,140 @@
+//! The client side of every remote executor: how `submit` and `map` encode
+//! their arguments, cut a `map` into chunks and hand each to the executor's
+//! [`Dispatch`], whatever then carries the bytes.
+//!
+//! Guarantees:
+//! * An unregistered task fails at once, before anything is queued.
+//! * An argument that fails to serialize fails its own call (or, in a map,
+//!   its own item) with [`Error::Serialization`] and the message of the
+//!   value's own error; the other items of the chunk still run.
+//! * No message exceeds [`MAX_MESSAGE`](super::message::MAX_MESSAGE): a call
+//!   or a chunk over it is an error, never a worker's death.
+
+use std::borrow::Borrow;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::job::{Chunk, One, Payload, Sink};
+use super::message::{self, MAX_MESSAGE};
+use super::tasks::TaskRef;
+use crate::map::ChunkSource;
+use crate::{Error, Future, Promise, RegisteredTask};
+
+/// What a remote executor does with a job: queue it for a worker. The
+/// client functions build every `submit` and `map` on it.
+pub(crate) trait Dispatch {
+    /// Queues `payload`, to be completed through `sink`; `timeout` is the
+    /// job's own limit, over the executor's. Fails (without completing the
+    /// sink) if the executor is broken or shut down.
+    fn dispatch(
+        &self,
+        payload: Payload,
+        sink: Box<dyn Sink>,
+        timeout: Option<Duration>,
+    ) -> Result<(), Error>;
+}
+
+/// Submits one call of `F` on `args`; `convert` makes the future's outcome
+/// of its decoded result (see [`One`]).
+pub(crate) fn submit<D, F, A, M, V>(
+    dispatch: &D,
+    args: &A,
+    timeout: Option<Duration>,
+    convert: fn(F::Output) -> Result<V, Error>,
+) -> Result<Future<V>, Error>
+where
+    D: Dispatch + ?Sized,
+    F: RegisteredTask<A, M>,
+    A: Serialize + 'static,
+    F::Output: DeserializeOwned + Send + 'static,
+    V: Send + 'static,
+{
+    let task = TaskRef::of::<F, A, M>()?;
+    let mut items = Vec::new();
+    encode_into(args, &mut items)?;
+    let (promise, future) = Promise::new();
+    let payload = Payload { task, items };
+    dispatch.dispatch(payload, Box::new(One { promise, convert }), timeout)?;
+    Ok(future)
+}
+
+/// The chunks of `map` and `map_unordered`: one job per `chunksize` items.
+/// Fails at once if `F` is not registered.
+pub(crate) fn chunk_source<'a, D, F, A, M, I>(
+    dispatch: D,
+    items: I,
+    chunksize: usize,
+) -> Result<ChunkSource<'a, F::Output>, Error>
+where
+    D: Dispatch + 'a,
+    F: RegisteredTask<A, M>,
+    A: Serialize + 'static,
+    F::Output: DeserializeOwned + Send + 'static,
+    I: IntoIterator,
+    I::Item: Borrow<A>,
+    I::IntoIter: 'a,
+{
+    let task = TaskRef::of::<F, A, M>()?;
+    let mut items = items.into_iter();
+    Ok(Box::new(move || {
+        let mut len = 0;
+        let mut failed = Vec::new();
+        let mut packed = Vec::new();
+        for item in items.by_ref().take(chunksize) {
+            if let Err(e) = encode_into(item.borrow(), &mut packed) {
+                failed.push((len, e));
+            }
+            len += 1;
+        }
+        if len == 0 {
+            return None;
+        }
+        let (promise, future) = Promise::new();
+        let sink = Chunk {
+            promise,
+            len,
+            failed,
+        };
+        if packed.is_empty() {
+            // Nothing to send: every item failed to serialize.
+            Box::new(sink).complete(Ok(&[])).run();
+            return Some(Ok((len, future)));
+        }
+        if packed.len() > MAX_MESSAGE - 4096 {
+            return Some(Err(Error::Serialization(format!(
+                "a chunk of {} bytes exceeds the message limit",
+                packed.len()
+            ))));
+        }
+        let payload = Payload {
+            task,
+            items: packed,
+        };
+        match dispatch.dispatch(payload, Box::new(sink), None) {
+            Ok(()) => Some(Ok((len, future))),
+            Err(e) => Some(Err(e)),
+        }
+    }))
+}
+
+/// Appends the encoded `args` to `items` as one record.
+pub(crate) fn encode_into<A: Serialize + ?Sized>(
+    args: &A,
+    items: &mut Vec<u8>,
+) -> Result<(), Error> {
+    let start = items.len();
+    message::append_record(items, |out| message::append(args, out)).map_err(|e| {
+        let e = message::explain_ser(args, e);
+        Error::Serialization(format!("arguments failed to serialize: {e}"))
+    })?;
+    let len = items.len() - start;
+    if len > MAX_MESSAGE - 4096 {
+        items.truncate(start);
+        return Err(Error::Serialization(format!(
+            "arguments of {len} bytes exceed the message limit of {MAX_MESSAGE} bytes"
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,20 @@
+//! The remote layer: everything that runs a registered task somewhere else,
+//! independent of how the bytes travel. Each executor brings only its
+//! transport (the process pool: a socket pair per child process).
+//!
+//! * [`tasks`]: the `#[task]` registry, stable fingerprints, the build
+//!   identity.
+//! * [`message`]: the messages and the encoding of their bodies.
+//! * [`framing`]: length-prefixed frames, for transports that carry a byte
+//!   stream.
+//! * [`serve`]: the worker's dispatch core (find, call, answer).
+//! * [`client`]: the encoding of `submit` and `map` arguments and the
+//!   chunking of a `map`, over an executor's [`client::Dispatch`].
+//! * [`job`]: a queued job, and how its answer completes its typed future.
+
+pub(crate) mod client;
+pub(crate) mod framing;
+pub(crate) mod job;
+pub(crate) mod message;
+pub(crate) mod serve;
+pub(crate) mod tasks;
