@@ -22,7 +22,7 @@ use crate::sync::{AtomicUsize, Condvar, Mutex, Ordering, fence, lock};
 /// Returns `Err(reason)` when a worker's initializer fails.
 pub(crate) type Initializer = Box<dyn Fn() -> Result<(), String> + Send + Sync>;
 
-pub(crate) struct Registry {
+pub(crate) struct Shared {
     pub(crate) queue: SegQueue<JobRef>,
     pub(crate) sleep: Sleep,
     /// Closes the pool to submissions (see the `gate` module).
@@ -49,7 +49,7 @@ pub(crate) struct Registry {
     spawn_error: Mutex<String>,
 }
 
-/// What [`Registry::spawn_worker`] did.
+/// What [`Shared::spawn_worker`] did.
 enum Start {
     Started,
     /// The pool has `max_workers` threads already.
@@ -67,13 +67,13 @@ fn spawn_failed(reason: &str) -> Error {
     Error::SpawnFailed(format!("could not start a worker thread: {reason}"))
 }
 
-impl Registry {
+impl Shared {
     pub(crate) fn new(
         max_workers: usize,
         thread_name_prefix: String,
         initializer: Option<Initializer>,
-    ) -> Registry {
-        Registry {
+    ) -> Shared {
+        Shared {
             queue: SegQueue::new(),
             sleep: Sleep::new(),
             gate: Gate::new(),
@@ -196,16 +196,16 @@ impl Registry {
             Ok(n) => n,
             Err(_) => return Start::Full,
         };
-        let registry = std::sync::Arc::clone(self);
+        let shared = std::sync::Arc::clone(self);
         lock(&self.live).live += 1;
         // The builder checked the prefix for NUL bytes, on which `name`
         // would make `spawn` panic.
         let spawned = std::thread::Builder::new()
             .name(format!("{}_{}", self.thread_name_prefix, index))
             .spawn(move || {
-                WORKER_OF.with(|w| w.set(std::sync::Arc::as_ptr(&registry) as usize));
-                let _exit = ExitGuard(&registry);
-                worker::main_loop(&registry)
+                WORKER_OF.with(|w| w.set(std::sync::Arc::as_ptr(&shared) as usize));
+                let _exit = ExitGuard(&shared);
+                worker::main_loop(&shared)
             });
         match spawned {
             Ok(handle) => {
@@ -278,7 +278,7 @@ impl Registry {
     /// here, and joins nobody: two tasks shutting the pool down at once must
     /// not wait for (or join) each other.
     pub(crate) fn join_workers(&self) {
-        let own = WORKER_OF.with(|w| w.get()) == self as *const Registry as usize;
+        let own = WORKER_OF.with(|w| w.get()) == self as *const Shared as usize;
         let mut workers = lock(&self.live);
         if own {
             workers.waiting += 1;
@@ -302,12 +302,13 @@ impl Registry {
 }
 
 std::thread_local! {
-    /// The registry whose worker the current thread is (its address), or 0.
+    /// The pool (its `Shared`, by address) whose worker the current thread
+    /// is, or 0.
     static WORKER_OF: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 /// Counts a worker out when its thread function ends, however it ends.
-struct ExitGuard<'a>(&'a Registry);
+struct ExitGuard<'a>(&'a Shared);
 
 impl Drop for ExitGuard<'_> {
     fn drop(&mut self) {
@@ -315,7 +316,7 @@ impl Drop for ExitGuard<'_> {
     }
 }
 
-/// See [`Registry::join_workers`].
+/// See [`Shared::join_workers`].
 #[derive(Default)]
 struct Workers {
     live: usize,
