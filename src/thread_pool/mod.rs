@@ -8,10 +8,10 @@
 mod builder;
 mod gate;
 mod job;
+mod main_loop;
 mod scope;
 mod shared;
 mod sleep;
-mod worker;
 
 use std::fmt;
 use std::sync::Arc;
@@ -32,8 +32,8 @@ use shared::Shared;
 #[doc(hidden)]
 pub mod __loom {
     pub use super::gate::{Entered, Gate};
+    pub use super::main_loop::{Idle, JobQueue, next_job};
     pub use super::sleep::Sleep;
-    pub use super::worker::{Idle, JobQueue, next_job};
 }
 
 /// A pool of worker threads running submitted closures.

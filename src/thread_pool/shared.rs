@@ -14,8 +14,8 @@ use crossbeam_queue::SegQueue;
 
 use super::gate::Gate;
 use super::job::JobRef;
+use super::main_loop;
 use super::sleep::Sleep;
-use super::worker;
 use crate::Error;
 use crate::sync::{AtomicUsize, Condvar, Mutex, Ordering, fence, lock};
 
@@ -205,7 +205,7 @@ impl Shared {
             .spawn(move || {
                 WORKER_OF.with(|w| w.set(std::sync::Arc::as_ptr(&shared) as usize));
                 let _exit = ExitGuard(&shared);
-                worker::main_loop(&shared)
+                main_loop::run(&shared)
             });
         match spawned {
             Ok(handle) => {

@@ -17,7 +17,7 @@ use super::job::JobRef;
 use super::shared::Shared;
 use super::sleep::Sleep;
 
-pub(crate) fn main_loop(shared: &Shared) {
+pub(crate) fn run(shared: &Shared) {
     if let Some(init) = &shared.initializer {
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(init))
             .unwrap_or_else(|p| Err(crate::error::panic_message(p.as_ref())));
