@@ -447,7 +447,7 @@ impl ThreadPoolExecutor {
             self.shared.cancel_queued();
         }
         if wait {
-            self.shared.join_workers();
+            self.shared.join_threads();
         }
     }
 }
