@@ -22,7 +22,7 @@
 //!   is weaker than `SegQueue` (which also uses SeqCst), so the protocols'
 //!   own fences must carry every proof; order (FIFO) plays no part in them.
 //! - The submit and close paths, as `Model::submit` and `Model::close`: the
-//!   lines of `Registry::push` and `Registry::close` that these protocols
+//!   lines of `Shared::push` and `Shared::close` that these protocols
 //!   consist of (the rest starts threads, which loom cannot).
 //!
 //! A lost wake-up shows up as a deadlock (loom fails the model when every
@@ -81,7 +81,7 @@ impl JobQueue for Bag {
     }
 }
 
-/// What a pool's workers share, as `Registry` holds it.
+/// What a pool's workers share, as `Shared` holds it.
 #[derive(Default)]
 struct Model {
     queue: Bag,
@@ -91,7 +91,7 @@ struct Model {
 }
 
 impl Model {
-    /// `Registry::push`, less the starting of threads: false if closed.
+    /// `Shared::push`, less the starting of threads: false if closed.
     fn submit(&self, id: u32) -> bool {
         let Some(entered) = self.gate.enter() else {
             return false;
@@ -102,13 +102,13 @@ impl Model {
         true
     }
 
-    /// `Registry::close`.
+    /// `Shared::close`.
     fn close(&self) {
         self.gate.close();
         self.sleep.wake_all();
     }
 
-    /// `Registry::mark_broken`, less failing the queued futures.
+    /// `Shared::mark_broken`, less failing the queued futures.
     fn mark_broken(&self) {
         self.broken.store(true, Ordering::SeqCst);
         self.sleep.wake_all();

@@ -38,18 +38,18 @@ pub enum State {
 }
 
 /// The shared block behind a future and its promise: the state machine and
-/// the value slot.
+/// the outcome.
 pub(crate) struct Core<T> {
     header: Header,
     /// Written once, by the holder of the completion claim, before `FINISHED` is
     /// published; after that only read, until the one owning [`Future`]
     /// takes it out once the future is settled.
-    value: UnsafeCell<Slot<T>>,
+    value: UnsafeCell<Outcome<T>>,
 }
 
 /// The outcome of a finished future. The error is boxed: `Error` is large,
-/// and every task carries a slot.
-enum Slot<T> {
+/// and every task carries one.
+enum Outcome<T> {
     Empty,
     Value(T),
     Failed(Box<Error>),
@@ -88,7 +88,7 @@ impl<T> Core<T> {
     pub(crate) fn new() -> Core<T> {
         Core {
             header: Header::new(),
-            value: UnsafeCell::new(Slot::Empty),
+            value: UnsafeCell::new(Outcome::Empty),
         }
     }
 
@@ -107,14 +107,14 @@ impl<T> Core<T> {
     ) -> Result<Vec<state::Callback>, Error> {
         let failed = outcome.is_err();
         self.header.finish(failed, || {
-            let slot = match outcome {
-                Ok(value) => Slot::Value(value),
-                Err(error) => Slot::Failed(Box::new(error)),
+            let stored = match outcome {
+                Ok(value) => Outcome::Value(value),
+                Err(error) => Outcome::Failed(Box::new(error)),
             };
             // SAFETY: `finish` calls this only while this thread holds the
             // completion claim on a pending or running future, when nobody
-            // else reads or writes the slot.
-            unsafe { *self.value.get() = slot }
+            // else reads or writes the outcome.
+            unsafe { *self.value.get() = stored }
         })
     }
 
@@ -479,13 +479,13 @@ impl<T> Future<T> {
             return Err(Error::Cancelled);
         }
         debug_assert_eq!(self.header().state(), FINISHED);
-        // SAFETY: the future is finished (Acquire load above), so the slot
+        // SAFETY: the future is finished (Acquire load above), so the outcome
         // was written and is only read until taken, which needs `&mut self`
         // or `self`.
         match unsafe { &*self.core().value.get() } {
-            Slot::Value(value) => Ok(value),
-            Slot::Failed(error) => Err((**error).clone()),
-            Slot::Empty => Err(taken()),
+            Outcome::Value(value) => Ok(value),
+            Outcome::Failed(error) => Err((**error).clone()),
+            Outcome::Empty => Err(taken()),
         }
     }
 
@@ -506,10 +506,10 @@ impl<T> Future<T> {
         // SAFETY: settled means finished and no done callback still borrows
         // the value; `&mut self` excludes borrows through this handle, and no
         // other handle reads the value any more.
-        match std::mem::replace(unsafe { &mut *self.core().value.get() }, Slot::Empty) {
-            Slot::Value(value) => Ok(value),
-            Slot::Failed(error) => Err(*error),
-            Slot::Empty => Err(taken()),
+        match std::mem::replace(unsafe { &mut *self.core().value.get() }, Outcome::Empty) {
+            Outcome::Value(value) => Ok(value),
+            Outcome::Failed(error) => Err(*error),
+            Outcome::Empty => Err(taken()),
         }
     }
 }

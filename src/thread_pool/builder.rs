@@ -3,7 +3,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::ThreadPoolExecutor;
-use super::registry::{Initializer, Registry};
+use super::shared::{Initializer, Shared};
 use crate::Error;
 
 /// Builds a [`ThreadPoolExecutor`].
@@ -184,7 +184,7 @@ impl ThreadPoolBuilder {
                 POOLS.fetch_add(1, Ordering::Relaxed)
             )
         });
-        Ok(ThreadPoolExecutor::from_registry(Registry::new(
+        Ok(ThreadPoolExecutor::from_shared(Shared::new(
             max_workers,
             prefix,
             self.initializer,

@@ -8,10 +8,10 @@
 mod builder;
 mod gate;
 mod job;
-mod registry;
+mod main_loop;
 mod scope;
+mod shared;
 mod sleep;
-mod worker;
 
 use std::fmt;
 use std::sync::Arc;
@@ -24,7 +24,7 @@ use crate::future::HasCore;
 use crate::map::{ChunkFuture, ChunkResults, ChunkSource, Map, MapOptions, MapUnordered};
 use crate::{Error, Future, TaskFn};
 use job::{Flat, JobRef, Plain, TaskCell};
-use registry::Registry;
+use shared::Shared;
 
 /// The thread pool's synchronisation protocols, for the loom models in
 /// `tests/loom_thread_pool.rs` only; not a public API.
@@ -32,8 +32,8 @@ use registry::Registry;
 #[doc(hidden)]
 pub mod __loom {
     pub use super::gate::{Entered, Gate};
+    pub use super::main_loop::{Idle, JobQueue, next_job};
     pub use super::sleep::Sleep;
-    pub use super::worker::{Idle, JobQueue, next_job};
 }
 
 /// A pool of worker threads running submitted closures.
@@ -62,7 +62,7 @@ pub mod __loom {
 /// # assert_eq!(results, [0, 1, 4, 9, 16, 25, 36, 49, 64, 81]);
 /// ```
 pub struct ThreadPoolExecutor {
-    registry: Arc<Registry>,
+    shared: Arc<Shared>,
 }
 
 impl ThreadPoolExecutor {
@@ -96,9 +96,9 @@ impl ThreadPoolExecutor {
         ThreadPoolBuilder::new()
     }
 
-    fn from_registry(registry: Registry) -> ThreadPoolExecutor {
+    fn from_shared(shared: Shared) -> ThreadPoolExecutor {
         ThreadPoolExecutor {
-            registry: Arc::new(registry),
+            shared: Arc::new(shared),
         }
     }
 
@@ -113,7 +113,7 @@ impl ThreadPoolExecutor {
     /// assert_eq!(pool.max_workers(), 3);
     /// ```
     pub fn max_workers(&self) -> usize {
-        self.registry.max_workers()
+        self.shared.max_workers()
     }
 
     /// How many worker threads have been started so far.
@@ -129,7 +129,7 @@ impl ThreadPoolExecutor {
     /// assert!((1..=4).contains(&pool.threads_started()));
     /// ```
     pub fn threads_started(&self) -> usize {
-        self.registry.threads_started()
+        self.shared.threads_started()
     }
 
     /// Schedules `task` and returns the future of its result.
@@ -157,7 +157,7 @@ impl ThreadPoolExecutor {
         F: FnOnce() -> T + Send + 'static,
         T: Send + 'static,
     {
-        submit_to(&self.registry, task)
+        submit_to(&self.shared, task)
     }
 
     /// Like [`submit`](Self::submit), for a task that can fail with its own
@@ -196,7 +196,7 @@ impl ThreadPoolExecutor {
         E: std::error::Error + Send + Sync + 'static,
     {
         let task = move || task().map_err(|e| Error::Failed(TaskError::new(e)));
-        push_cell(&self.registry, Arc::new(TaskCell::<_, T, Flat>::new(task)))
+        push_cell(&self.shared, Arc::new(TaskCell::<_, T, Flat>::new(task)))
     }
 
     /// Python's `submit(fn, *args)`: schedules `f(args)`, where `args` is the
@@ -382,9 +382,9 @@ impl ThreadPoolExecutor {
         F: Fn(I::Item) -> T + Send + Sync + 'static,
         T: Send + 'static,
     {
-        let registry = Arc::clone(&self.registry);
+        let shared = Arc::clone(&self.shared);
         chunk_source(items.into_iter(), f, chunksize, move |chunk| {
-            submit_to(&registry, move || chunk.run())
+            submit_to(&shared, move || chunk.run())
         })
     }
 
@@ -412,7 +412,7 @@ impl ThreadPoolExecutor {
     where
         F: for<'scope> FnOnce(&'scope Scope<'scope, 'env>) -> R,
     {
-        scope::run(&self.registry, body)
+        scope::run(&self.shared, body)
     }
 
     /// Stops accepting work. Idempotent.
@@ -442,33 +442,33 @@ impl ThreadPoolExecutor {
     /// assert!(busy.done());
     /// ```
     pub fn shutdown(&self, wait: bool, cancel_futures: bool) {
-        self.registry.close();
+        self.shared.close();
         if cancel_futures {
-            self.registry.cancel_queued();
+            self.shared.cancel_queued();
         }
         if wait {
-            self.registry.join_workers();
+            self.shared.join_threads();
         }
     }
 }
 
 /// Wraps `task` with a promise and queues it.
-fn submit_to<F, T>(registry: &Arc<Registry>, task: F) -> Result<Future<T>, Error>
+fn submit_to<F, T>(shared: &Arc<Shared>, task: F) -> Result<Future<T>, Error>
 where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    push_cell(registry, Arc::new(TaskCell::<_, T, Plain>::new(task)))
+    push_cell(shared, Arc::new(TaskCell::<_, T, Plain>::new(task)))
 }
 
 /// Queues `cell` and returns its future.
-fn push_cell<C, T>(registry: &Arc<Registry>, cell: Arc<C>) -> Result<Future<T>, Error>
+fn push_cell<C, T>(shared: &Arc<Shared>, cell: Arc<C>) -> Result<Future<T>, Error>
 where
     C: job::Job + HasCore<T> + 'static,
     T: Send + 'static,
 {
     let future = Future::from_cell(Arc::clone(&cell) as Arc<dyn HasCore<T>>);
-    match registry.push(JobRef::new(cell)) {
+    match shared.push(JobRef::new(cell)) {
         Ok(()) => Ok(future),
         Err((error, job)) => {
             job.cancel();

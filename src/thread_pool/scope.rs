@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use super::chunk_source;
 use super::job::{Flat, Job, JobRef, Plain, TaskCell};
-use super::registry::Registry;
+use super::shared::Shared;
 use crate::error::TaskError;
 use crate::future::HasCore;
 use crate::map::{Map, MapOptions};
@@ -30,7 +30,7 @@ use crate::{Error, Future};
 /// [`ThreadPoolExecutor`]: super::ThreadPoolExecutor
 /// [`ThreadPoolExecutor::scope`]: super::ThreadPoolExecutor::scope
 pub struct Scope<'scope, 'env: 'scope> {
-    registry: &'scope Arc<Registry>,
+    shared: &'scope Arc<Shared>,
     outstanding: Arc<Outstanding>,
     /// Every job submitted, so that leaving the scope by panic can cancel
     /// those that have not started. Their lifetime is erased as in `submit`;
@@ -130,7 +130,7 @@ impl<'scope> Scope<'scope, '_> {
         // queue alone, so its `Drop` runs when the queue lets go of it.
         let guarded: Arc<dyn Job> =
             unsafe { std::mem::transmute::<Arc<dyn Job + 'scope>, Arc<dyn Job>>(guarded) };
-        match self.registry.push(JobRef::new(guarded)) {
+        match self.shared.push(JobRef::new(guarded)) {
             Ok(()) => Ok(future),
             Err((error, job)) => {
                 job.cancel();
@@ -232,12 +232,12 @@ impl<'scope> Scope<'scope, '_> {
     }
 }
 
-pub(super) fn run<'env, F, R>(registry: &Arc<Registry>, body: F) -> R
+pub(super) fn run<'env, F, R>(shared: &Arc<Shared>, body: F) -> R
 where
     F: for<'scope> FnOnce(&'scope Scope<'scope, 'env>) -> R,
 {
     let scope = Scope {
-        registry,
+        shared,
         outstanding: Arc::new(Outstanding::new()),
         jobs: Mutex::new(Vec::new()),
         _scope: PhantomData,

@@ -14,15 +14,15 @@ use crossbeam_queue::SegQueue;
 
 use super::gate::Gate;
 use super::job::JobRef;
+use super::main_loop;
 use super::sleep::Sleep;
-use super::worker;
 use crate::Error;
 use crate::sync::{AtomicUsize, Condvar, Mutex, Ordering, fence, lock};
 
 /// Returns `Err(reason)` when a worker's initializer fails.
 pub(crate) type Initializer = Box<dyn Fn() -> Result<(), String> + Send + Sync>;
 
-pub(crate) struct Registry {
+pub(crate) struct Shared {
     pub(crate) queue: SegQueue<JobRef>,
     pub(crate) sleep: Sleep,
     /// Closes the pool to submissions (see the `gate` module).
@@ -41,7 +41,7 @@ pub(crate) struct Registry {
     /// Worker threads started and not yet finished, and how many of them
     /// are themselves waiting in `shutdown(wait)`. Every waiting caller
     /// waits on `exited`, not only the first.
-    live: Mutex<Workers>,
+    live: Mutex<Threads>,
     exited: Condvar,
     /// Why the pool is broken (set once, by the first failure).
     broken: OnceLock<String>,
@@ -49,7 +49,7 @@ pub(crate) struct Registry {
     spawn_error: Mutex<String>,
 }
 
-/// What [`Registry::spawn_worker`] did.
+/// What [`Shared::spawn_thread`] did.
 enum Start {
     Started,
     /// The pool has `max_workers` threads already.
@@ -67,13 +67,13 @@ fn spawn_failed(reason: &str) -> Error {
     Error::SpawnFailed(format!("could not start a worker thread: {reason}"))
 }
 
-impl Registry {
+impl Shared {
     pub(crate) fn new(
         max_workers: usize,
         thread_name_prefix: String,
         initializer: Option<Initializer>,
-    ) -> Registry {
-        Registry {
+    ) -> Shared {
+        Shared {
             queue: SegQueue::new(),
             sleep: Sleep::new(),
             gate: Gate::new(),
@@ -84,7 +84,7 @@ impl Registry {
             thread_name_prefix,
             initializer,
             handles: Mutex::new(Vec::new()),
-            live: Mutex::new(Workers::default()),
+            live: Mutex::new(Threads::default()),
             exited: Condvar::new(),
             broken: OnceLock::new(),
             spawn_error: Mutex::new(String::new()),
@@ -113,13 +113,13 @@ impl Registry {
             drop(entered);
             return Err((self.broken_error(), job));
         }
-        let mut no_worker = None;
+        let mut no_thread = None;
         if self.started.load(Ordering::Relaxed) < self.max_workers && !self.claim_idle() {
-            if let Start::Failed { reason, others: 0 } = self.spawn_worker() {
-                no_worker = Some(reason);
+            if let Start::Failed { reason, others: 0 } = self.spawn_thread() {
+                no_thread = Some(reason);
             }
         }
-        if let Some(reason) = no_worker {
+        if let Some(reason) = no_thread {
             drop(entered);
             // Jobs that others queued counting on a start that failed too.
             self.fail_stranded();
@@ -187,7 +187,7 @@ impl Registry {
     ///
     /// Never panics: a thread that cannot start (out of threads, of memory
     /// for its stack) is reported, and the pool stays usable.
-    fn spawn_worker(self: &std::sync::Arc<Self>) -> Start {
+    fn spawn_thread(self: &std::sync::Arc<Self>) -> Start {
         let index = match self
             .started
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
@@ -196,16 +196,16 @@ impl Registry {
             Ok(n) => n,
             Err(_) => return Start::Full,
         };
-        let registry = std::sync::Arc::clone(self);
+        let shared = std::sync::Arc::clone(self);
         lock(&self.live).live += 1;
         // The builder checked the prefix for NUL bytes, on which `name`
         // would make `spawn` panic.
         let spawned = std::thread::Builder::new()
             .name(format!("{}_{}", self.thread_name_prefix, index))
             .spawn(move || {
-                WORKER_OF.with(|w| w.set(std::sync::Arc::as_ptr(&registry) as usize));
-                let _exit = ExitGuard(&registry);
-                worker::main_loop(&registry)
+                CURRENT_POOL.with(|p| p.set(std::sync::Arc::as_ptr(&shared) as usize));
+                let _exit = ExitGuard(&shared);
+                main_loop::run(&shared)
             });
         match spawned {
             Ok(handle) => {
@@ -215,7 +215,7 @@ impl Registry {
             Err(e) => {
                 let reason = e.to_string();
                 *lock(&self.spawn_error) = reason.clone();
-                self.worker_exited();
+                self.thread_exited();
                 let others = self.started.fetch_sub(1, Ordering::SeqCst) - 1;
                 Start::Failed { reason, others }
             }
@@ -267,7 +267,7 @@ impl Registry {
         Error::BrokenPool(reason)
     }
 
-    fn worker_exited(&self) {
+    fn thread_exited(&self) {
         lock(&self.live).live -= 1;
         self.exited.notify_all();
     }
@@ -277,23 +277,23 @@ impl Registry {
     /// waits until every *other* worker has finished or is itself waiting
     /// here, and joins nobody: two tasks shutting the pool down at once must
     /// not wait for (or join) each other.
-    pub(crate) fn join_workers(&self) {
-        let own = WORKER_OF.with(|w| w.get()) == self as *const Registry as usize;
-        let mut workers = lock(&self.live);
+    pub(crate) fn join_threads(&self) {
+        let own = CURRENT_POOL.with(|p| p.get()) == self as *const Shared as usize;
+        let mut threads = lock(&self.live);
         if own {
-            workers.waiting += 1;
+            threads.waiting += 1;
             self.exited.notify_all();
         }
         // Another caller waits for every worker, those waiting here included.
-        let others = |w: &Workers| if own { w.live - w.waiting } else { w.live };
-        while others(&workers) > 0 {
-            workers = self.exited.wait(workers).unwrap_or_else(|p| p.into_inner());
+        let others = |t: &Threads| if own { t.live - t.waiting } else { t.live };
+        while others(&threads) > 0 {
+            threads = self.exited.wait(threads).unwrap_or_else(|p| p.into_inner());
         }
         if own {
-            workers.waiting -= 1;
+            threads.waiting -= 1;
             return;
         }
-        drop(workers);
+        drop(threads);
         let handles = std::mem::take(&mut *lock(&self.handles));
         for handle in handles {
             let _ = handle.join();
@@ -302,22 +302,23 @@ impl Registry {
 }
 
 std::thread_local! {
-    /// The registry whose worker the current thread is (its address), or 0.
-    static WORKER_OF: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    /// The pool (its `Shared`, by address) whose worker the current thread
+    /// is, or 0.
+    static CURRENT_POOL: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 /// Counts a worker out when its thread function ends, however it ends.
-struct ExitGuard<'a>(&'a Registry);
+struct ExitGuard<'a>(&'a Shared);
 
 impl Drop for ExitGuard<'_> {
     fn drop(&mut self) {
-        self.0.worker_exited();
+        self.0.thread_exited();
     }
 }
 
-/// See [`Registry::join_workers`].
+/// See [`Shared::join_threads`].
 #[derive(Default)]
-struct Workers {
+struct Threads {
     live: usize,
     waiting: usize,
 }

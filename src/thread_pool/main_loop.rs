@@ -14,25 +14,25 @@ use crossbeam_queue::SegQueue;
 
 use super::gate::Gate;
 use super::job::JobRef;
-use super::registry::Registry;
+use super::shared::Shared;
 use super::sleep::Sleep;
 
-pub(crate) fn main_loop(registry: &Registry) {
-    if let Some(init) = &registry.initializer {
+pub(crate) fn run(shared: &Shared) {
+    if let Some(init) = &shared.initializer {
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(init))
             .unwrap_or_else(|p| Err(crate::error::panic_message(p.as_ref())));
         if let Err(reason) = outcome {
-            registry.mark_broken(format!("a worker's initializer failed: {reason}"));
+            shared.mark_broken(format!("a worker's initializer failed: {reason}"));
             return;
         }
     }
-    let on_ran = || registry.note_idle();
+    let on_ran = || shared.note_idle();
     let pool = Idle {
-        queue: &registry.queue,
-        sleep: &registry.sleep,
-        gate: &registry.gate,
-        broken: &|| registry.is_broken(),
-        crowded: &|| registry.crowded(),
+        queue: &shared.queue,
+        sleep: &shared.sleep,
+        gate: &shared.gate,
+        broken: &|| shared.is_broken(),
+        crowded: &|| shared.crowded(),
     };
     while let Some(job) = next_job(&pool) {
         job.run(&on_ran);
