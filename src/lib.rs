@@ -105,6 +105,14 @@ pub use process_pool::{InitializerOutput, ProcessPoolBuilder, ProcessPoolExecuto
 #[cfg(all(feature = "process", unix))]
 #[cfg_attr(docsrs, doc(cfg(all(feature = "process", unix))))]
 pub use remote::tasks::RegisteredTask;
+
+// ---- MPI pool (feature "mpi", Unix) ------------------------------------------
+#[cfg(all(feature = "mpi", unix))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "mpi", unix))))]
+pub mod mpi_pool;
+#[cfg(all(feature = "mpi", unix))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "mpi", unix))))]
+pub use mpi_pool::{MpiPoolBuilder, MpiPoolExecutor};
 /// What the `#[task]` macro expands to; not a public API.
 #[cfg(all(feature = "process", unix))]
 #[doc(hidden)]

@@ -46,6 +46,27 @@ fn check_init<R: InitializerOutput>(bytes: &[u8]) -> Result<(), String> {
     }
 }
 
+/// The initializer `F` on `args`, encoded once for every worker (shared
+/// with the MPI pool's builder).
+pub(crate) fn init_call<F, A, M>(args: &A) -> Result<InitCall, Error>
+where
+    F: RegisteredTask<A, M>,
+    A: Serialize + 'static,
+    F::Output: InitializerOutput,
+{
+    let task = TaskRef::of::<F, A, M>()?;
+    let mut bytes = Vec::new();
+    message::append(args, &mut bytes).map_err(|e| {
+        let e = message::explain_ser(args, e);
+        Error::Serialization(format!("initializer arguments failed to serialize: {e}"))
+    })?;
+    Ok(InitCall {
+        task,
+        args: ByteBuf::from(bytes),
+        check: check_init::<F::Output>,
+    })
+}
+
 /// Settings of a [`ProcessPoolExecutor`] other than the worker count.
 ///
 /// ```
@@ -255,19 +276,7 @@ impl ProcessPoolBuilder {
         F::Output: InitializerOutput,
     {
         let _ = task;
-        let init = TaskRef::of::<F, A, M>().and_then(|task| {
-            let mut bytes = Vec::new();
-            message::append(&args, &mut bytes).map_err(|e| {
-                let e = message::explain_ser(&args, e);
-                Error::Serialization(format!("initializer arguments failed to serialize: {e}"))
-            })?;
-            Ok(InitCall {
-                task,
-                args: ByteBuf::from(bytes),
-                check: check_init::<F::Output>,
-            })
-        });
-        self.initializer = Some(init);
+        self.initializer = Some(init_call::<F, A, M>(&args));
         self
     }
 

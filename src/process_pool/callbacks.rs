@@ -1,4 +1,6 @@
-//! [`Callbacks`]: where the done callbacks of process-pool futures run.
+//! [`Callbacks`]: where the done callbacks of futures completed by a remote
+//! pool's internal threads run (the process pool's supervisors, the MPI
+//! pool's MPI thread).
 //!
 //! The pool's own threads (a worker's supervisor, the timer) complete
 //! futures, but never run user code: a callback that submits to the same
@@ -8,7 +10,8 @@
 //!
 //! Guarantees:
 //! * a future's callbacks run once each, in registration order, on one of
-//!   the pool's callback threads (named `process-pool-callbacks_N`), after
+//!   the pool's callback threads (named after the pool, e.g.
+//!   `process-pool-callbacks_N`), after
 //!   the future's waiters were woken;
 //! * a callback may block, even on its own pool: the next completion's
 //!   callbacks get another thread (up to [`MAX_THREADS`] at once, then they
@@ -25,22 +28,31 @@ use crate::{ThreadPoolBuilder, ThreadPoolExecutor};
 /// Most callback threads of one pool.
 const MAX_THREADS: usize = 32;
 
-#[derive(Default)]
-pub(super) struct Callbacks {
+pub(crate) struct Callbacks {
+    /// The callback threads' name prefix.
+    prefix: &'static str,
     threads: OnceLock<Option<ThreadPoolExecutor>>,
 }
 
 impl Callbacks {
+    /// No thread yet; they will be named `{prefix}_N`.
+    pub(crate) fn new(prefix: &'static str) -> Callbacks {
+        Callbacks {
+            prefix,
+            threads: OnceLock::new(),
+        }
+    }
+
     /// Runs `deferred` on a callback thread (at once in this thread if none
     /// can be had, so that nothing is lost).
-    pub(super) fn run(&self, deferred: DeferredCallbacks) {
+    pub(crate) fn run(&self, deferred: DeferredCallbacks) {
         if deferred.is_empty() {
             return;
         }
         let threads = self.threads.get_or_init(|| {
             ThreadPoolBuilder::new()
                 .max_workers(MAX_THREADS)
-                .thread_name_prefix("process-pool-callbacks")
+                .thread_name_prefix(self.prefix)
                 .build()
                 .ok()
         });
@@ -53,7 +65,7 @@ impl Callbacks {
     }
 
     /// Waits for every callback handed over so far (at shutdown).
-    pub(super) fn join(&self) {
+    pub(crate) fn join(&self) {
         if let Some(Some(pool)) = self.threads.get() {
             pool.shutdown(true, false);
         }

@@ -141,6 +141,14 @@ extern "C" fn static_constructor() {
     if catch_unwind(run_if_worker).is_err() {
         std::process::exit(EXIT_PROTOCOL);
     }
+    // A rank of an MPI job that opted in becomes an MPI worker (or, on
+    // rank 0, arranges for the workers to be shut down at exit). After the
+    // process-pool check: a process-pool worker of an MPI rank inherits
+    // the rank's environment.
+    #[cfg(feature = "mpi")]
+    if catch_unwind(crate::mpi_pool::entry::divert).is_err() {
+        std::process::exit(EXIT_PROTOCOL);
+    }
 }
 
 #[cfg(any(

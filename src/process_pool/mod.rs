@@ -24,7 +24,7 @@
 
 pub(crate) mod board;
 mod builder;
-mod callbacks;
+pub(crate) mod callbacks;
 pub(crate) mod entry;
 mod process;
 mod schedule;
@@ -41,7 +41,11 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+#[cfg(feature = "mpi")]
+pub(crate) use builder::init_call;
 pub use builder::{InitializerOutput, ProcessPoolBuilder};
+#[cfg(feature = "mpi")]
+pub(crate) use shared::InitCall;
 
 use crate::RegisteredTask;
 use crate::error::TaskError;

@@ -44,11 +44,11 @@ pub(super) struct Config {
 }
 
 /// A registered task that runs once in every new worker.
-pub(super) struct InitCall {
-    pub(super) task: TaskRef,
-    pub(super) args: ByteBuf,
+pub(crate) struct InitCall {
+    pub(crate) task: TaskRef,
+    pub(crate) args: ByteBuf,
     /// Decodes the initializer's result: `Err` means it failed.
-    pub(super) check: fn(&[u8]) -> Result<(), String>,
+    pub(crate) check: fn(&[u8]) -> Result<(), String>,
 }
 
 pub(super) struct Shared {
@@ -119,7 +119,7 @@ impl Shared {
                 ..PoolState::default()
             }),
             timer: Condvar::new(),
-            callbacks: Callbacks::default(),
+            callbacks: Callbacks::new("process-pool-callbacks"),
         }
     }
 

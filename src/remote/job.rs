@@ -32,6 +32,12 @@ pub(crate) trait Sink: Send {
     fn is_pending(&self) -> bool {
         !self.control().is_done()
     }
+    /// Marks a pending future running (for a transport where a sent job
+    /// counts as started); false if it was cancelled: do not send it.
+    #[cfg_attr(not(feature = "mpi"), allow(dead_code))]
+    fn start(&self) -> bool {
+        self.control().set_running()
+    }
     /// Cancels a pending future; false if it already runs.
     fn cancel(&self) -> bool {
         self.control().cancel()
@@ -65,6 +71,7 @@ pub(crate) trait Sink: Send {
 pub(crate) trait Control {
     fn is_done(&self) -> bool;
     fn cancel(&self) -> bool;
+    fn set_running(&self) -> bool;
     fn set_gate(&self, gate: Box<dyn StartGate>, abort: Option<AbortHandler>) -> bool;
     fn clear_gate(&self) -> bool;
     fn canceller(&self) -> Canceller;
@@ -76,6 +83,9 @@ impl<T: Send + 'static> Control for Promise<T> {
     }
     fn cancel(&self) -> bool {
         Promise::cancel(self)
+    }
+    fn set_running(&self) -> bool {
+        Promise::set_running(self)
     }
     fn set_gate(&self, gate: Box<dyn StartGate>, abort: Option<AbortHandler>) -> bool {
         Promise::set_gate(self, gate, abort)
