@@ -1,1 +1,556 @@
-fn main() {}
+//! `MpiPoolExecutor` under a real `mpirun` (feature `mpi`; needs Open MPI's
+//! `mpirun` on the PATH).
+//!
+//! This test binary is its own MPI program (`harness = false`): run by
+//! cargo, its `main` is the driver, which launches
+//! `mpirun --oversubscribe -n 3 -x CONCURRENT_FUTURES_MPI=1 <this binary> <scenario>`
+//! once per scenario, under `timeout` (so nothing can hang CI), and checks
+//! the exit status, the time taken and the output. Under `mpirun`, rank 0
+//! runs the scenario (its assertions fail the job: a panic exits non-zero)
+//! and the other ranks become workers before `main`.
+//!
+//! Scenarios and what they cover:
+//! * `basic`: results of `submit`, `submit_with`, `submit_fallible` (value
+//!   and the task's own error, downcast), remote panic messages, `map` in
+//!   order (single items and chunks), `map_unordered`, `workers()` /
+//!   `max_workers()`, jobs spread over both ranks, futures mixed with a
+//!   thread pool's in `wait` and `as_completed`, `.await`, done callbacks on
+//!   a callback thread (not the MPI thread), a second executor after the
+//!   first was shut down (the MPI thread is reused), `Drop`.
+//! * `initializer`: a failing initializer makes the pool broken
+//!   (`BrokenPool` naming the rank and the initializer's error); a working
+//!   one runs on every rank before the tasks.
+//! * `cancel`: `shutdown(cancel_futures)` cancels queued jobs (never sent)
+//!   while sent ones run to the end; `Future::cancel` of a queued job; submit
+//!   after shutdown fails with `ShutDown`; jobs sent count as running.
+//! * `noexec`: rank 0 returns from `main` without making an executor; the
+//!   job ends cleanly and quickly (exit hook).
+//! * `abort`: a task aborts its worker rank; `mpirun` ends the job, which
+//!   exits non-zero, quickly, with a message naming the dead rank.
+//! * `refuse` (MPMD, the worker is this binary with another build id): the
+//!   build fails naming rank 1 and "another build"; the job still ends
+//!   cleanly.
+//! * `single` (`-n 1`) and `optout` (no `CONCURRENT_FUTURES_MPI`): clear
+//!   errors saying how to launch, no hang.
+//! * In this process, outside `mpirun`: `new()` explains how to launch.
+
+use std::error::Error as _;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use concurrent_futures::{
+    Error, MapOptions, MpiPoolExecutor, ReturnWhen, ThreadPoolExecutor, Waitable, as_completed,
+    task, wait,
+};
+use serde::{Deserialize, Serialize};
+
+/// The most any one `mpirun` may take before it is killed and the test fails.
+const LIMIT: Duration = Duration::from_secs(60);
+
+// ---------------------------------------------------------------- tasks
+
+#[task]
+fn square(n: u64) -> u64 {
+    n * n
+}
+
+#[task]
+fn add(a: i64, b: i64) -> i64 {
+    a + b
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct ParseFailure(String);
+
+impl std::fmt::Display for ParseFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "cannot parse {:?}", self.0)
+    }
+}
+
+impl std::error::Error for ParseFailure {}
+
+#[task]
+fn parse(text: String) -> Result<i64, ParseFailure> {
+    text.parse().map_err(|_| ParseFailure(text))
+}
+
+#[task]
+fn boom(message: String) -> u32 {
+    panic!("{message}")
+}
+
+/// The MPI rank this task runs on.
+#[task]
+fn rank() -> u32 {
+    std::env::var("OMPI_COMM_WORLD_RANK")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(u32::MAX)
+}
+
+/// Work that takes `ms` milliseconds of CPU (a workload, not a wait).
+#[task]
+fn spin_ms(ms: u64) -> u64 {
+    let start = Instant::now();
+    let mut n = 0u64;
+    while start.elapsed() < Duration::from_millis(ms) {
+        n = n.wrapping_add(1);
+        std::hint::spin_loop();
+    }
+    n
+}
+
+#[task]
+fn refuse() -> Result<(), String> {
+    Err("no licence".to_string())
+}
+
+static LEVEL: AtomicU32 = AtomicU32::new(0);
+
+#[task]
+fn set_level(level: u32) {
+    LEVEL.store(level, Ordering::SeqCst);
+}
+
+#[task]
+fn current_level() -> u32 {
+    LEVEL.load(Ordering::SeqCst)
+}
+
+#[task]
+fn abort_now() {
+    std::process::abort()
+}
+
+// ---------------------------------------------------------------- rank 0
+
+fn under_mpirun() -> bool {
+    ["OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some())
+}
+
+fn main() {
+    if under_mpirun() {
+        let scenario = std::env::args().nth(1).unwrap_or_default();
+        scenario_main(&scenario);
+        println!("PASS {scenario}");
+        return;
+    }
+    driver();
+}
+
+fn scenario_main(scenario: &str) {
+    match scenario {
+        "basic" => basic(),
+        "initializer" => initializer(),
+        "cancel" => cancel(),
+        "noexec" => {}
+        "abort" => {
+            let pool = MpiPoolExecutor::new().unwrap();
+            let dying = pool.submit(abort_now, ()).unwrap();
+            println!("submitted a task that aborts its rank");
+            // mpirun ends the job long before this times out.
+            let outcome = dying.result_timeout(LIMIT);
+            println!("NOT KILLED: {outcome:?}");
+            std::process::exit(3);
+        }
+        "refuse" => {
+            let error = MpiPoolExecutor::new().unwrap_err();
+            println!("REFUSED: {error}");
+            let text = error.to_string();
+            assert!(matches!(error, Error::SpawnFailed(_)), "{error:?}");
+            assert!(text.contains("rank 1"), "{text}");
+            assert!(text.contains("another build"), "{text}");
+        }
+        "single" => {
+            let error = MpiPoolExecutor::new().unwrap_err();
+            println!("SINGLE: {error}");
+            assert!(matches!(error, Error::InvalidArgument(_)), "{error:?}");
+            assert!(error.to_string().contains("single rank"), "{error}");
+            assert!(
+                error
+                    .to_string()
+                    .contains("mpirun -x CONCURRENT_FUTURES_MPI=1")
+            );
+        }
+        "optout" => {
+            let error = MpiPoolExecutor::new().unwrap_err();
+            println!("OPTOUT: {error}");
+            assert!(error.to_string().contains("did not opt in"), "{error}");
+            assert!(
+                error
+                    .to_string()
+                    .contains("mpirun -x CONCURRENT_FUTURES_MPI=1")
+            );
+        }
+        other => panic!("unknown scenario {other:?}"),
+    }
+}
+
+fn basic() {
+    let pool = MpiPoolExecutor::new().unwrap();
+    assert_eq!(pool.max_workers(), 2);
+    let ranks: Vec<Option<u32>> = pool.workers().iter().map(|w| w.rank).collect();
+    assert_eq!(ranks, [Some(1), Some(2)]);
+    assert!(pool.workers().iter().all(|w| w.pid != std::process::id()));
+
+    // Values, the task's own errors, panics.
+    assert_eq!(pool.submit(square, 7).unwrap().into_result(), Ok(49));
+    assert_eq!(
+        pool.submit_with(add, (40, 2)).unwrap().into_result(),
+        Ok(42)
+    );
+    let parsed = pool.submit_fallible(parse, "42".to_string()).unwrap();
+    assert_eq!(parsed.into_result(), Ok(42));
+    match pool
+        .submit_fallible(parse, "x".to_string())
+        .unwrap()
+        .into_result()
+    {
+        Err(Error::Failed(e)) => {
+            assert_eq!(e.message(), "cannot parse \"x\"");
+            assert_eq!(e.downcast_ref::<ParseFailure>().unwrap().0, "x");
+        }
+        other => panic!("{other:?}"),
+    }
+    let nested = pool.submit(parse, "y".to_string()).unwrap().into_result();
+    assert!(matches!(nested, Ok(Err(ParseFailure(ref s))) if s == "y"));
+    match pool
+        .submit(boom, "bad input".to_string())
+        .unwrap()
+        .into_result()
+    {
+        Err(Error::Panicked {
+            message, location, ..
+        }) => {
+            assert_eq!(message, "bad input");
+            assert!(location.unwrap().contains("mpi.rs"));
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // map, in order, single items and chunks; map_unordered.
+    let squares: Vec<u64> = pool
+        .map(square, 0..100u64)
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(squares, (0..100u64).map(|n| n * n).collect::<Vec<_>>());
+    let opts = MapOptions::new().chunksize(7).buffersize(3);
+    let chunked: Vec<u64> = pool
+        .map_with(square, 0..1000u64, opts)
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(chunked, (0..1000u64).map(|n| n * n).collect::<Vec<_>>());
+    let mut seen = [false; 50];
+    for (i, r) in pool.map_unordered(square, 0..50u64).unwrap() {
+        assert_eq!(r, Ok((i * i) as u64));
+        seen[i] = true;
+    }
+    assert!(seen.iter().all(|&s| s));
+    let mut seen = 0;
+    let opts = MapOptions::new().chunksize(10);
+    for (i, r) in pool.map_unordered_with(square, 0..95u64, opts).unwrap() {
+        assert_eq!(r, Ok((i * i) as u64));
+        seen += 1;
+    }
+    assert_eq!(seen, 95);
+
+    // Both ranks take work.
+    let ranks: Vec<u32> = pool
+        .map(rank, std::iter::repeat_n((), 40))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(ranks.contains(&1) && ranks.contains(&2), "{ranks:?}");
+
+    // Futures mix with other executors' in wait and as_completed.
+    let threads = ThreadPoolExecutor::new(1).unwrap();
+    let local = threads.submit(|| 5u64).unwrap();
+    let remote = pool.submit(square, 3).unwrap();
+    let both: [&dyn Waitable; 2] = [&local, &remote];
+    let waited = wait(both, Some(LIMIT), ReturnWhen::AllCompleted);
+    assert_eq!(waited.done.len(), 2);
+    let many: Vec<_> = (0..10u64)
+        .map(|n| pool.submit(square, n).unwrap())
+        .collect();
+    assert_eq!(as_completed(&many, Some(LIMIT)).count(), 10);
+    assert_eq!(remote.into_result(), Ok(9));
+
+    // .await
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let awaited = rt.block_on(async { pool.submit(square, 12).unwrap().await });
+    assert_eq!(awaited, Ok(144));
+
+    // Done callbacks run on a callback thread, never on the MPI thread.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let f = pool.submit(square, 4).unwrap();
+    f.add_done_callback(move |_| {
+        let name = std::thread::current().name().map(str::to_owned);
+        tx.send(name).unwrap();
+    });
+    let name = rx.recv_timeout(LIMIT).unwrap();
+    assert!(
+        name.as_deref()
+            .is_some_and(|n| n.starts_with("mpi-pool-callbacks")),
+        "{name:?}"
+    );
+
+    // A second executor reuses the MPI thread and the workers.
+    pool.shutdown(true, false);
+    assert!(matches!(pool.submit(square, 1), Err(Error::ShutDown)));
+    drop(pool);
+    let again = MpiPoolExecutor::new().unwrap();
+    assert_eq!(again.submit(square, 5).unwrap().into_result(), Ok(25));
+    let e = again
+        .submit(boom, "x".into())
+        .unwrap()
+        .into_result()
+        .unwrap_err();
+    assert!(e.source().is_none() || e.to_string().contains('x'));
+}
+
+fn initializer() {
+    let broken = MpiPoolExecutor::builder()
+        .initializer(refuse, ())
+        .build()
+        .unwrap();
+    let outcome = broken
+        .submit(current_level, ())
+        .and_then(|f| f.into_result());
+    match outcome {
+        Err(Error::BrokenPool(reason)) => {
+            assert!(reason.contains("no licence"), "{reason}");
+            assert!(reason.contains("rank"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Later submits fail at once.
+    assert!(matches!(
+        broken.submit(current_level, ()),
+        Err(Error::BrokenPool(reason)) if reason.contains("no licence")
+    ));
+    drop(broken);
+
+    let pool = MpiPoolExecutor::builder()
+        .initializer(set_level, 7)
+        .build()
+        .unwrap();
+    let levels: Vec<u32> = pool
+        .map(current_level, std::iter::repeat_n((), 20))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(levels, [7; 20]);
+    assert_eq!(
+        LEVEL.load(Ordering::SeqCst),
+        0,
+        "it ran on the workers only"
+    );
+    assert!(matches!(
+        MpiPoolExecutor::builder().window(0).build(),
+        Err(Error::InvalidArgument(_))
+    ));
+}
+
+fn cancel() {
+    let pool = MpiPoolExecutor::builder().window(1).build().unwrap();
+    // One long job per rank: both ranks' windows are full.
+    let long: Vec<_> = (0..2)
+        .map(|_| pool.submit(spin_ms, 1500).unwrap())
+        .collect();
+    let start = Instant::now();
+    while !long.iter().all(|f| f.running()) {
+        assert!(start.elapsed() < LIMIT, "the long jobs were never sent");
+        std::thread::yield_now();
+    }
+    let queued: Vec<_> = (0..10u64)
+        .map(|n| pool.submit(square, n).unwrap())
+        .collect();
+    assert!(queued.iter().all(|f| !f.running() && !f.done()));
+    assert!(queued[0].cancel(), "a queued job can be cancelled");
+    pool.shutdown(false, true);
+    assert!(
+        queued.iter().all(|f| f.cancelled()),
+        "the queue was cancelled"
+    );
+    assert!(matches!(pool.submit(square, 1), Err(Error::ShutDown)));
+    for f in long {
+        assert!(f.into_result().unwrap() > 0, "sent jobs run to the end");
+    }
+    pool.shutdown(true, false);
+}
+
+// ---------------------------------------------------------------- driver
+
+struct Run {
+    status: Option<i32>,
+    elapsed: Duration,
+    output: String,
+}
+
+/// Runs `mpirun <args>` under `timeout`, with the root variables.
+fn mpirun(args: &[&str], opt_in: bool) -> Run {
+    let mut command = Command::new("timeout");
+    command
+        .arg("--kill-after=5")
+        .arg(LIMIT.as_secs().to_string())
+        .arg("mpirun")
+        .arg("--oversubscribe");
+    if opt_in {
+        command.args(["-x", "CONCURRENT_FUTURES_MPI=1"]);
+    }
+    command
+        .args(args)
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .env_remove("CONCURRENT_FUTURES_MPI")
+        .stdin(Stdio::null());
+    let start = Instant::now();
+    let out = command.output().expect("cannot run timeout/mpirun");
+    let output = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Run {
+        status: out.status.code(),
+        elapsed: start.elapsed(),
+        output,
+    }
+}
+
+fn me() -> PathBuf {
+    std::env::current_exe().unwrap()
+}
+
+/// A copy of this binary with another GNU build id: a different build to
+/// the handshake, the same program otherwise.
+fn other_build() -> PathBuf {
+    let mut bytes = std::fs::read(me()).unwrap();
+    let note = b"\x03\x00\x00\x00GNU\x00";
+    let at = bytes
+        .windows(note.len())
+        .position(|w| w == note)
+        .expect("this binary has a GNU build-id note");
+    bytes[at + note.len()] ^= 0xff;
+    let path = me().with_file_name(format!("mpi-other-build-{}", std::process::id()));
+    std::fs::write(&path, bytes).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+fn check(name: &str, run: &Run, ok: impl Fn(&Run) -> bool, failures: &mut Vec<String>) {
+    let verdict = ok(run);
+    println!(
+        "test mpi::{name} ... {} ({:.2?}, status {:?})",
+        if verdict { "ok" } else { "FAILED" },
+        run.elapsed,
+        run.status
+    );
+    if !verdict {
+        failures.push(format!("---- {name} ----\n{}", run.output));
+    }
+}
+
+fn passed(scenario: &'static str) -> impl Fn(&Run) -> bool {
+    move |run| run.status == Some(0) && run.output.contains(&format!("PASS {scenario}"))
+}
+
+fn driver() {
+    let exe = me();
+    let exe = exe.to_str().unwrap();
+    let mut failures = Vec::new();
+
+    // Outside mpirun: a clear error, no MPI initialized, no hang.
+    let start = Instant::now();
+    let outside = MpiPoolExecutor::new();
+    let outside_ok = matches!(&outside, Err(Error::InvalidArgument(m))
+        if m.contains("not started by an MPI launcher") && m.contains("mpirun -x CONCURRENT_FUTURES_MPI=1 -n N"));
+    println!(
+        "test mpi::outside_mpirun ... {} ({:.2?})",
+        if outside_ok { "ok" } else { "FAILED" },
+        start.elapsed()
+    );
+    if !outside_ok {
+        failures.push(format!("---- outside_mpirun ----\n{outside:?}"));
+    }
+
+    for scenario in ["basic", "initializer", "cancel"] {
+        let run = mpirun(&["-n", "3", exe, scenario], true);
+        check(scenario, &run, passed(scenario), &mut failures);
+    }
+
+    let run = mpirun(&["-n", "3", exe, "noexec"], true);
+    check(
+        "noexec",
+        &run,
+        |r| passed("noexec")(r) && r.elapsed < Duration::from_secs(20),
+        &mut failures,
+    );
+
+    let run = mpirun(&["-n", "3", exe, "abort"], true);
+    let abort_output = run.output.clone();
+    check(
+        "abort",
+        &run,
+        |r| {
+            // Ended by mpirun (not by `timeout`, status 124), non-zero,
+            // naming the rank that died and how.
+            r.status.is_some_and(|s| s != 0 && s != 124 && s != 137)
+                && r.elapsed < Duration::from_secs(30)
+                && r.output.contains("submitted a task that aborts its rank")
+                && !r.output.contains("NOT KILLED")
+                && r.output.contains("noticed that process rank 1")
+                && r.output.contains("signal 6")
+        },
+        &mut failures,
+    );
+
+    let other = other_build();
+    let run = mpirun(
+        &[
+            "-n",
+            "1",
+            exe,
+            "refuse",
+            ":",
+            "-n",
+            "1",
+            // `-x` is per application context.
+            "-x",
+            "CONCURRENT_FUTURES_MPI=1",
+            other.to_str().unwrap(),
+        ],
+        true,
+    );
+    let _ = std::fs::remove_file(&other);
+    check("refuse", &run, passed("refuse"), &mut failures);
+
+    let run = mpirun(&["-n", "1", exe, "single"], true);
+    check("single", &run, passed("single"), &mut failures);
+
+    let run = mpirun(&["-n", "2", exe, "optout"], false);
+    check("optout", &run, passed("optout"), &mut failures);
+
+    if std::env::var_os("MPI_TEST_VERBOSE").is_some() {
+        println!("---- abort output ----\n{}", abort_output);
+    }
+    if !failures.is_empty() {
+        for failure in &failures {
+            eprintln!("{failure}");
+        }
+        eprintln!("{} MPI test(s) failed", failures.len());
+        std::process::exit(1);
+    }
+    println!("all MPI tests passed");
+}
