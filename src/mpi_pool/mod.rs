@@ -259,17 +259,31 @@ impl MpiPoolExecutor {
     ///
     /// ```no_run
     /// use concurrent_futures::{Error, MpiPoolExecutor, task};
+    /// use serde::{Deserialize, Serialize};
+    ///
+    /// #[derive(Debug, Serialize, Deserialize)]
+    /// struct Negative(i64);
+    ///
+    /// impl std::fmt::Display for Negative {
+    ///     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+    ///         write!(f, "{} is negative", self.0)
+    ///     }
+    /// }
+    ///
+    /// impl std::error::Error for Negative {}
     ///
     /// #[task]
-    /// fn parse(text: String) -> Result<i64, String> {
-    ///     text.parse().map_err(|e| format!("{text:?}: {e}"))
+    /// fn root(n: i64) -> Result<u32, Negative> {
+    ///     if n < 0 { Err(Negative(n)) } else { Ok((n as f64).sqrt() as u32) }
     /// }
     ///
     /// fn main() {
     ///     let pool = MpiPoolExecutor::new().unwrap();
-    ///     assert_eq!(pool.submit_fallible(parse, "42".to_string()).unwrap().into_result(), Ok(42));
-    ///     let failed = pool.submit_fallible(parse, "x".to_string()).unwrap().into_result();
-    ///     assert!(matches!(failed, Err(Error::Failed(e)) if e.message().contains("\"x\"")));
+    ///     assert_eq!(pool.submit_fallible(root, 49).unwrap().into_result(), Ok(7));
+    ///     match pool.submit_fallible(root, -1).unwrap().into_result() {
+    ///         Err(Error::Failed(e)) => assert_eq!(e.downcast_ref::<Negative>().unwrap().0, -1),
+    ///         other => panic!("{other:?}"),
+    ///     }
     /// }
     /// ```
     pub fn submit_fallible<F, A, M, T, E>(&self, task: F, args: A) -> Result<Future<T>, Error>
