@@ -23,6 +23,10 @@
 //! * `cancel`: `shutdown(cancel_futures)` cancels queued jobs (never sent)
 //!   while sent ones run to the end; `Future::cancel` of a queued job; submit
 //!   after shutdown fails with `ShutDown`; jobs sent count as running.
+//! * `isolate` (`CONCURRENT_FUTURES_MPI=isolate`): a task that aborts fails
+//!   alone with `WorkerDied` naming its rank and its child's pid; the jobs
+//!   before and after it, panics, chunks and the initializer (rerun in the
+//!   replacement child) all work.
 //! * `noexec`: rank 0 returns from `main` without making an executor; the
 //!   job ends cleanly and quickly (exit hook).
 //! * `abort`: a task aborts its worker rank; `mpirun` ends the job, which
@@ -149,6 +153,7 @@ fn scenario_main(scenario: &str) {
         "initializer" => initializer(),
         "cancel" => cancel(),
         "noexec" => {}
+        "isolate" => isolate(),
         "abort" => {
             let pool = MpiPoolExecutor::new().unwrap();
             let dying = pool.submit(abort_now, ()).unwrap();
@@ -361,6 +366,58 @@ fn initializer() {
     ));
 }
 
+/// Under `CONCURRENT_FUTURES_MPI=isolate`: a crash fails its own task.
+fn isolate() {
+    let pool = MpiPoolExecutor::builder()
+        .initializer(set_level, 3)
+        .build()
+        .unwrap();
+    let before = pool.submit(square, 6).unwrap();
+    let dying = pool.submit(abort_now, ()).unwrap();
+    let after: Vec<_> = (0..20u64)
+        .map(|n| pool.submit(square, n).unwrap())
+        .collect();
+    match dying.into_result() {
+        Err(Error::WorkerDied { worker, cause }) => {
+            assert!(matches!(worker.rank, Some(1 | 2)), "{worker:?}");
+            assert!(worker.pid != std::process::id());
+            assert!(
+                !pool.workers().iter().any(|w| w.pid == worker.pid),
+                "a child, not the rank"
+            );
+            assert!(
+                cause.contains("SIGABRT") || cause.contains("signal 6"),
+                "{cause}"
+            );
+            println!("isolated: {worker} died: {cause}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(before.into_result(), Ok(36));
+    for (n, f) in after.into_iter().enumerate() {
+        assert_eq!(f.into_result(), Ok((n * n) as u64));
+    }
+    // Panics and the task's own errors still come back; the replacement
+    // child ran the initializer too.
+    let panicked = pool
+        .submit(boom, "still here".into())
+        .unwrap()
+        .into_result();
+    assert!(matches!(panicked, Err(Error::Panicked { message, .. }) if message == "still here"));
+    let levels: Vec<u32> = pool
+        .map(current_level, std::iter::repeat_n((), 10))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(levels, [3; 10]);
+    let chunked: Vec<u64> = pool
+        .map_with(square, 0..100u64, MapOptions::new().chunksize(10))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(chunked[99], 99 * 99);
+}
+
 fn cancel() {
     let pool = MpiPoolExecutor::builder().window(1).build().unwrap();
     // One long job per rank: both ranks' windows are full.
@@ -489,6 +546,19 @@ fn driver() {
         let run = mpirun(&["-n", "3", exe, scenario], true);
         check(scenario, &run, passed(scenario), &mut failures);
     }
+
+    let run = mpirun(
+        &[
+            "-x",
+            "CONCURRENT_FUTURES_MPI=isolate",
+            "-n",
+            "3",
+            exe,
+            "isolate",
+        ],
+        false,
+    );
+    check("isolate", &run, passed("isolate"), &mut failures);
 
     let run = mpirun(&["-n", "3", exe, "noexec"], true);
     check(

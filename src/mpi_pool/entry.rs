@@ -34,10 +34,14 @@ use crate::remote::tasks::build_identity;
 
 /// The environment variable by which a program run under `mpirun` opts in
 /// to [`MpiPoolExecutor`](super::MpiPoolExecutor): `1` (anything but empty
-/// or `0`) turns every rank but 0 into a worker.
+/// or `0`) turns every rank but 0 into a worker; `isolate` also makes each
+/// worker rank run its tasks in a child process of its own, so that a task
+/// that crashes fails with [`Error::WorkerDied`](crate::Error::WorkerDied)
+/// instead of ending the MPI job.
 ///
 /// ```text
 /// mpirun -x CONCURRENT_FUTURES_MPI=1 -n 4 ./app
+/// mpirun -x CONCURRENT_FUTURES_MPI=isolate -n 4 ./app
 /// ```
 pub const OPT_IN_ENV: &str = "CONCURRENT_FUTURES_MPI";
 
@@ -110,6 +114,7 @@ pub(crate) fn divert() {
         // Not under a launcher: `main` runs, and the executor explains.
         return;
     };
+    let isolate = std::env::var_os(OPT_IN_ENV).is_some_and(|v| v == "isolate");
     // SAFETY: this runs before `main` (from the static constructor) or as
     // the first line of `main`, when the program has no other thread that
     // could read the environment concurrently.
@@ -122,7 +127,7 @@ pub(crate) fn divert() {
         return;
     }
     crate::panic::install_hook_with_backtraces();
-    let code = match serve() {
+    let code = match serve(isolate) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!(
@@ -172,9 +177,13 @@ extern "C" fn at_exit() {
     let _ = std::panic::catch_unwind(super::thread::exit);
 }
 
-/// The worker loop: hello, then answer every request until told to stop.
-fn serve() -> Result<(), String> {
-    let universe = mpi::initialize().ok_or("MPI was initialized already")?;
+/// The worker loop: hello, then answer every request until told to stop
+/// (in a child process, with `isolate`: see the `isolate` module).
+fn serve(isolate: bool) -> Result<(), String> {
+    // Funneled: with `isolate`, the local process pool has threads of its
+    // own (they never call MPI).
+    let (universe, _) = mpi::initialize_with_threading(mpi::Threading::Funneled)
+        .ok_or("MPI was initialized already")?;
     let world = universe.world();
     let root = world.process_at_rank(0);
     let me = WorkerId {
@@ -186,10 +195,15 @@ fn serve() -> Result<(), String> {
     let ready = FromWorkerRef::Ready {
         version: PROTOCOL_VERSION,
         build: build_identity(),
-        worker: me,
+        worker: me.clone(),
     };
     message::append(&ready, &mut out).map_err(|e| e.to_string())?;
     root.send_with_tag(&out[..], TAG_MESSAGE);
+    if isolate {
+        super::isolate::serve(&world, &me)?;
+        drop(universe); // MPI_Finalize
+        return Ok(());
+    }
     let mut results = Vec::new();
     loop {
         let (body, status) = root.matched_probe().matched_receive_vec::<u8>();

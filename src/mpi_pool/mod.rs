@@ -70,6 +70,7 @@
 
 mod builder;
 pub(crate) mod entry;
+mod isolate;
 mod shared;
 mod thread;
 

@@ -280,6 +280,13 @@ impl ProcessPoolBuilder {
         self
     }
 
+    /// An already encoded initializer (see [`ProcessPoolExecutor::dispatch`]).
+    #[cfg(feature = "mpi")]
+    pub(crate) fn initializer_call(mut self, init: InitCall) -> ProcessPoolBuilder {
+        self.initializer = Some(Ok(init));
+        self
+    }
+
     /// Checks the settings and makes the pool. No process starts until the
     /// first task is submitted.
     ///

@@ -708,6 +708,20 @@ impl ProcessPoolExecutor {
     }
 }
 
+#[cfg(feature = "mpi")]
+impl ProcessPoolExecutor {
+    /// Queues an already encoded job (an MPI rank running its tasks in a
+    /// child process forwards them so).
+    pub(crate) fn dispatch(
+        &self,
+        payload: crate::remote::job::Payload,
+        sink: Box<dyn crate::remote::job::Sink>,
+    ) -> Result<(), Error> {
+        use crate::remote::client::Dispatch;
+        self.shared.dispatch(payload, sink, None)
+    }
+}
+
 impl Drop for ProcessPoolExecutor {
     fn drop(&mut self) {
         // Leaving a scope by panic must not wait for the whole queue.

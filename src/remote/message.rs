@@ -33,8 +33,9 @@ mod capture;
 
 /// The version of this protocol, sent by the worker in its first message.
 /// 3: `Ready` names the worker by [`WorkerId`] and carries the build
-/// identity.
-pub const PROTOCOL_VERSION: u32 = 3;
+/// identity. 4: [`RemoteError`] gains `WorkerDied` and `Unavailable` (an
+/// MPI rank that runs its tasks in a child process reports its death).
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// The largest message body accepted, in bytes (1 GiB).
 pub const MAX_MESSAGE: usize = 1 << 30;
@@ -187,6 +188,16 @@ pub enum RemoteError {
         /// The fingerprint the pool sent.
         found: u64,
     },
+    /// The process the worker ran the task in died (an MPI rank running
+    /// its tasks in a child process).
+    WorkerDied {
+        /// The process that died.
+        worker: WorkerId,
+        /// How it ended.
+        cause: String,
+    },
+    /// The worker could not start a process to run the task in.
+    Unavailable(String),
 }
 
 impl From<RemoteError> for Error {
@@ -212,6 +223,8 @@ impl From<RemoteError> for Error {
                 expected,
                 found,
             },
+            RemoteError::WorkerDied { worker, cause } => Error::WorkerDied { worker, cause },
+            RemoteError::Unavailable(reason) => Error::SpawnFailed(reason),
         }
     }
 }
