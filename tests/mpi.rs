@@ -22,7 +22,9 @@
 //!   one runs on every rank before the tasks.
 //! * `cancel`: `shutdown(cancel_futures)` cancels queued jobs (never sent)
 //!   while sent ones run to the end; `Future::cancel` of a queued job; submit
-//!   after shutdown fails with `ShutDown`; jobs sent count as running.
+//!   after shutdown fails with `ShutDown`; jobs sent count as running;
+//!   dropping the executor while panicking cancels the queue and waits for
+//!   the sent jobs.
 //! * `isolate` (`CONCURRENT_FUTURES_MPI=isolate`): a task that aborts fails
 //!   alone with `WorkerDied` naming its rank and its child's pid; the jobs
 //!   before and after it, panics, chunks and the initializer (rerun in the
@@ -444,6 +446,30 @@ fn cancel() {
         assert!(f.into_result().unwrap() > 0, "sent jobs run to the end");
     }
     pool.shutdown(true, false);
+
+    // Leaving the executor's scope by panic cancels the queue instead of
+    // running it.
+    let pool = MpiPoolExecutor::builder().window(1).build().unwrap();
+    let long: Vec<_> = (0..2).map(|_| pool.submit(spin_ms, 500).unwrap()).collect();
+    let start = Instant::now();
+    while !long.iter().all(|f| f.running()) {
+        assert!(start.elapsed() < LIMIT, "the long jobs were never sent");
+        std::thread::yield_now();
+    }
+    let queued: Vec<_> = (0..5u64).map(|n| pool.submit(square, n).unwrap()).collect();
+    let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+        let _pool = pool;
+        panic!("leaving the scope by panic");
+    }));
+    assert!(unwound.is_err());
+    assert!(
+        queued.iter().all(|f| f.cancelled()),
+        "the drop cancelled the queue"
+    );
+    assert!(
+        long.iter().all(|f| f.done()),
+        "the drop waited for the sent jobs"
+    );
 }
 
 // ---------------------------------------------------------------- driver

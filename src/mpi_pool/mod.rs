@@ -53,8 +53,14 @@
 //!   with it: MPI has no isolation, so `mpirun` notices the dead rank and
 //!   ends the whole job about a second later, printing which rank died and
 //!   how. The program ends with that message (non-zero status), never
-//!   hangs. Use the [process pool](crate::ProcessPoolExecutor) inside a
-//!   task for tasks that may crash.
+//!   hangs.
+//! * **Task isolation**: with `CONCURRENT_FUTURES_MPI=isolate` instead of
+//!   `1`, each worker rank runs its tasks in a child process of its own (a
+//!   one-process [`ProcessPoolExecutor`](crate::ProcessPoolExecutor)): a
+//!   task that crashes fails alone with [`Error::WorkerDied`] naming the
+//!   rank, its host and the child's pid; the child is replaced (and runs
+//!   the initializer again) and the job goes on. It costs a local hop per
+//!   job (use chunks for short tasks).
 //! * Open MPI's blocking receive busy-polls: an idle worker rank uses a
 //!   CPU. `mpirun --mca mpi_yield_when_idle 1` makes it yield instead.
 //!   Rank 0's MPI thread blocks when nothing is in flight.
