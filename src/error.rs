@@ -3,7 +3,9 @@
 use std::fmt;
 use std::time::Duration;
 
+mod cause;
 mod task;
+pub use cause::Cause;
 pub use task::TaskError;
 
 /// Everything that can go wrong with a future, a wait or an executor.
@@ -78,9 +80,11 @@ pub enum Error {
     /// A worker (a thread, or a process and the thread that supervises it)
     /// could not be started, for example because the system is out of
     /// threads or processes. The pool is not broken: later submissions try
-    /// again.
+    /// again. The [`Cause`] holds the system's error (an
+    /// [`std::io::Error`]), which is also this error's
+    /// [`source`](std::error::Error::source).
     #[error("could not start a worker: {0}")]
-    SpawnFailed(String),
+    SpawnFailed(#[source] Cause),
 
     /// The executor was shut down before the task could be submitted.
     #[error("cannot submit: the executor has been shut down")]
@@ -121,9 +125,12 @@ pub enum Error {
     #[error("unknown task {0:?}: it is not registered in this program")]
     UnknownTask(String),
 
-    /// Arguments or a result could not be serialized or deserialized.
+    /// Arguments or a result could not be serialized or deserialized. The
+    /// message carries the value's own error text (from its
+    /// `Serialize`/`Deserialize`); on the side where the failure happened,
+    /// the serde error is also the [`Cause`]'s source.
     #[error("serialization failed: {0}")]
-    Serialization(String),
+    Serialization(#[source] Cause),
 
     /// The bytes exchanged with a worker did not follow the wire protocol.
     #[error("protocol error: {0}")]

@@ -191,6 +191,7 @@ impl<T: Send + 'static> ChunkResults<T> {
     }
 
     /// Results that `decode` produces when the first of them is taken.
+    #[cfg_attr(not(all(feature = "process", unix)), allow(dead_code))]
     pub(crate) fn decode_later(
         decode: impl FnOnce() -> Vec<Result<T, Error>> + Send + 'static,
     ) -> ChunkResults<T> {

@@ -92,6 +92,13 @@ fn assert_unlucky<T: std::fmt::Debug>(result: Result<T, Error>, place: &str) {
             let text = e.to_string();
             assert!(text.contains(UNLUCKY), "{text}");
             assert!(text.contains(place), "{text}");
+            // `source()` chains down to the value's own words, on whichever
+            // side the value failed.
+            let mut chain = std::iter::successors(std::error::Error::source(&e), |e| e.source());
+            assert!(
+                chain.any(|e| e.to_string() == UNLUCKY),
+                "no source says {UNLUCKY:?}: {e:?}"
+            );
         }
         other => panic!("expected a serialization error, got {other:?}"),
     }

@@ -53,10 +53,20 @@ fn child() {
     let pool = ThreadPoolExecutor::new(2).unwrap();
     let limit = Limit::tight();
     match pool.submit(|| 1u32) {
-        Err(Error::SpawnFailed(reason)) => {
+        Err(e @ Error::SpawnFailed(_)) => {
+            let Error::SpawnFailed(reason) = &e else {
+                unreachable!()
+            };
             assert!(
                 reason.starts_with("could not start a worker thread: "),
                 "{reason}"
+            );
+            // The chain goes down to the system's error.
+            let cause = std::error::Error::source(&e).expect("the cause");
+            let io = cause.source().expect("the io error");
+            assert!(
+                io.to_string().contains("Resource temporarily unavailable"),
+                "{io}"
             );
         }
         other => panic!("expected a could-not-start error, got {other:?}"),

@@ -278,7 +278,10 @@ fn remote_error(error: Error, me: &WorkerId) -> RemoteError {
             location,
             backtrace: backtrace.map(|b| b.as_str().to_owned()),
         },
-        Error::Serialization(s) => RemoteError::Serialization(s),
+        Error::Serialization(cause) => RemoteError::Serialization {
+            what: format!("{me}"),
+            why: cause.to_string(),
+        },
         Error::UnknownTask(s) => RemoteError::UnknownTask(s),
         Error::TaskTypeMismatch {
             task,

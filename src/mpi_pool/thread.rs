@@ -37,6 +37,7 @@ use serde_bytes::Bytes;
 
 use super::entry::{self, TAG_MESSAGE, TAG_SHUTDOWN};
 use super::shared::{Job, Shared};
+use crate::error::Cause;
 use crate::remote::job::Sink;
 use crate::remote::message::{self, FromWorkerRef, ToWorkerRef};
 use crate::{Error, WorkerId};
@@ -110,7 +111,7 @@ fn start() -> Result<MpiThread, Error> {
     let join = std::thread::Builder::new()
         .name("concurrent-futures-mpi".into())
         .spawn(move || run(receiver, started))
-        .map_err(|e| Error::SpawnFailed(format!("cannot start the MPI thread: {e}")))?;
+        .map_err(|e| Error::SpawnFailed(Cause::with_source("cannot start the MPI thread", e)))?;
     // The thread answers within READY_TIMEOUT of initializing MPI (or
     // dies, which drops the sender).
     let workers = match start_result.recv() {
@@ -377,7 +378,7 @@ fn handshake(world: &SimpleCommunicator) -> Result<Vec<WorkerId>, Error> {
     if refusals.is_empty() {
         Ok(workers)
     } else {
-        Err(Error::SpawnFailed(refusals.join("; ")))
+        Err(Error::SpawnFailed(refusals.join("; ").into()))
     }
 }
 
@@ -543,7 +544,7 @@ impl Loop {
         };
         let mut body = Vec::with_capacity(job.payload.items.len() + 64);
         if let Err(e) = message::append(&request, &mut body) {
-            let error = Error::Serialization(format!("the job failed to encode: {e}"));
+            let error = message::serialization_error("the job failed to encode", e.to_string());
             pool.shared.callbacks.run(job.sink.fail(error));
             pool.shared.finished(1);
             return false;

@@ -58,7 +58,7 @@ where
     let mut bytes = Vec::new();
     message::append(args, &mut bytes).map_err(|e| {
         let e = message::explain_ser(args, e);
-        Error::Serialization(format!("initializer arguments failed to serialize: {e}"))
+        message::serialization_error("initializer arguments failed to serialize", e)
     })?;
     Ok(InitCall {
         task,

@@ -278,7 +278,10 @@ fn encode_answer(id: u64, results: &[u8], out: &mut Vec<u8>) -> Result<(), crate
         results: Bytes::new(results),
     };
     framing::encode_frame(&answer, out).or_else(|e| {
-        let error = RemoteError::Serialization(format!("result too large: {e}"));
+        let error = RemoteError::Serialization {
+            what: "result too large".into(),
+            why: e.to_string(),
+        };
         let errors = serve::fail_each(results, &error);
         let answer = FromWorkerRef::Done {
             id,

@@ -41,6 +41,7 @@ use std::time::{Duration, Instant};
 
 use super::entry::WORKER_ENV;
 use crate::Error;
+use crate::error::Cause;
 use crate::remote::framing;
 use crate::remote::message::{self, FromWorkerRef, ToWorkerRef};
 
@@ -74,18 +75,18 @@ pub(super) struct Process {
 ///
 /// Call it on the thread that supervises the worker: on Linux the worker
 /// asks to be killed when that thread ends.
-pub(super) fn spawn(board: &Board) -> Result<(Process, UnixStream), String> {
+pub(super) fn spawn(board: &Board) -> Result<(Process, UnixStream), Cause> {
     let program = program()?;
-    let (ours, theirs) =
-        UnixStream::pair().map_err(|e| format!("cannot create a socket pair: {e}"))?;
+    let (ours, theirs) = UnixStream::pair()
+        .map_err(|e| Cause::with_source(format!("cannot create a socket pair: {e}"), e))?;
     let mut command = Command::new(&program.exec);
     command
         .arg0(&program.name)
         .env(WORKER_ENV, std::process::id().to_string())
         .stdin(Stdio::from(OwnedFd::from(theirs)));
-    let child = command
-        .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", program.name.display()))?;
+    let child = command.spawn().map_err(|e| {
+        Cause::with_source(format!("cannot start {}: {e}", program.name.display()), e)
+    })?;
     // The child's copy of its end is its stdin now; ours went with the
     // command (dropped here), so that the worker's death shows as the end of
     // the stream.
@@ -97,7 +98,10 @@ pub(super) fn spawn(board: &Board) -> Result<(Process, UnixStream), String> {
         let mut process = process;
         let _ = process.child.kill();
         let _ = process.child.wait();
-        return Err(format!("cannot hand the ticket board to the worker: {e}"));
+        return Err(Cause::with_source(
+            format!("cannot hand the ticket board to the worker: {e}"),
+            e,
+        ));
     }
     Ok((process, ours))
 }
@@ -289,12 +293,13 @@ struct Program {
 /// the running file itself, whatever happened to its path; in the forked
 /// child it is still the parent's file, since `fork` keeps it and the path is
 /// resolved by `execve` before anything else changes.
-fn program() -> Result<&'static Program, String> {
-    static PROGRAM: OnceLock<Result<Program, String>> = OnceLock::new();
+fn program() -> Result<&'static Program, Cause> {
+    static PROGRAM: OnceLock<Result<Program, Cause>> = OnceLock::new();
     PROGRAM
         .get_or_init(|| {
-            let exe = std::env::current_exe()
-                .map_err(|e| format!("cannot find the current executable: {e}"))?;
+            let exe = std::env::current_exe().map_err(|e| {
+                Cause::with_source(format!("cannot find the current executable: {e}"), e)
+            })?;
             // Looked up after a rebuild already happened: keep the name sane.
             let name = match exe.to_str().and_then(|s| s.strip_suffix(" (deleted)")) {
                 Some(stripped) => PathBuf::from(stripped),

@@ -28,6 +28,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::Error;
+use crate::error::Cause;
 use crate::remote::framing;
 use crate::remote::message::ToWorkerRef;
 
@@ -138,7 +139,8 @@ impl Shared {
                     // worker is left to run the queue, it fails now rather
                     // than waiting forever.
                     if st.slots.is_empty() {
-                        let reason = format!("cannot start a supervisor thread: {e}");
+                        let reason =
+                            Cause::with_source(format!("cannot start a supervisor thread: {e}"), e);
                         return st
                             .queue
                             .drain(..)

@@ -33,6 +33,7 @@ use std::os::unix::net::UnixStream;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 
+use crate::error::Cause;
 use crate::remote::framing;
 use crate::remote::message::{self, FromWorkerRef};
 use crate::{Error, WorkerId};
@@ -51,7 +52,7 @@ type Started = (Process, Arc<UnixStream>, BufReader<Connection>);
 /// Why a worker never became ready.
 enum StartFailure {
     /// The system refused a process, a socket or memory: try again later.
-    Spawn(String),
+    Spawn(Cause),
     /// It started and failed its handshake or initializer.
     Handshake(Process, String),
 }
@@ -150,9 +151,12 @@ impl Shared {
 
     /// Starts the process, waits for its handshake and runs the initializer.
     fn start(&self, worker: u64) -> Result<Started, StartFailure> {
-        let board = Board::create()
-            .map(Arc::new)
-            .map_err(|e| StartFailure::Spawn(format!("cannot create a ticket board: {e}")))?;
+        let board = Board::create().map(Arc::new).map_err(|e| {
+            StartFailure::Spawn(Cause::with_source(
+                format!("cannot create a ticket board: {e}"),
+                e,
+            ))
+        })?;
         let (process, ours) = process::spawn(&board).map_err(StartFailure::Spawn)?;
         {
             let mut st = self.lock();
@@ -192,10 +196,8 @@ impl Shared {
                     lingered: false,
                     ..ended
                 });
-                (
-                    format!("{reason} (worker process {}: {status})", process.id()),
-                    true,
-                )
+                let reason = format!("{reason} (worker process {}: {status})", process.id());
+                (Cause::new(reason), true)
             }
         };
         let failures = {
@@ -208,7 +210,7 @@ impl Shared {
             if stopping {
                 Vec::new()
             } else if broken {
-                self.break_pool(&mut st, reason)
+                self.break_pool(&mut st, reason.to_string())
             } else if st.slots.is_empty() {
                 st.queue
                     .drain(..)

@@ -103,10 +103,13 @@ where
             return Some(Ok((len, future)));
         }
         if packed.len() > MAX_MESSAGE - 4096 {
-            return Some(Err(Error::Serialization(format!(
-                "a chunk of {} bytes exceeds the message limit",
-                packed.len()
-            ))));
+            return Some(Err(Error::Serialization(
+                format!(
+                    "a chunk of {} bytes exceeds the message limit",
+                    packed.len()
+                )
+                .into(),
+            )));
         }
         let payload = Payload {
             task,
@@ -127,14 +130,15 @@ pub(crate) fn encode_into<A: Serialize + ?Sized>(
     let start = items.len();
     message::append_record(items, |out| message::append(args, out)).map_err(|e| {
         let e = message::explain_ser(args, e);
-        Error::Serialization(format!("arguments failed to serialize: {e}"))
+        message::serialization_error("arguments failed to serialize", e)
     })?;
     let len = items.len() - start;
     if len > MAX_MESSAGE - 4096 {
         items.truncate(start);
-        return Err(Error::Serialization(format!(
-            "arguments of {len} bytes exceed the message limit of {MAX_MESSAGE} bytes"
-        )));
+        return Err(Error::Serialization(
+            format!("arguments of {len} bytes exceed the message limit of {MAX_MESSAGE} bytes")
+                .into(),
+        ));
     }
     Ok(())
 }

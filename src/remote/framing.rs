@@ -16,6 +16,7 @@ use super::message::append;
 #[cfg(test)]
 use super::message::decode;
 use crate::Error;
+use crate::error::Cause;
 
 /// The largest frame body accepted: the largest message.
 pub(crate) const MAX_FRAME: usize = super::message::MAX_MESSAGE;
@@ -29,14 +30,14 @@ pub(crate) fn encode_frame<M: Serialize>(message: &M, out: &mut Vec<u8>) -> Resu
     out.extend_from_slice(&[0; 4]);
     if let Err(e) = append(message, out) {
         out.truncate(start);
-        return Err(Error::Serialization(e.to_string()));
+        return Err(Error::Serialization(Cause::with_source(e.to_string(), e)));
     }
     let len = out.len() - start - 4;
     if len > MAX_FRAME {
         out.truncate(start);
-        return Err(Error::Serialization(format!(
-            "message of {len} bytes exceeds the frame limit of {MAX_FRAME} bytes"
-        )));
+        return Err(Error::Serialization(
+            format!("message of {len} bytes exceeds the frame limit of {MAX_FRAME} bytes").into(),
+        ));
     }
     out[start..start + 4].copy_from_slice(&(len as u32).to_le_bytes());
     Ok(())

@@ -167,10 +167,10 @@ fn decode<R: DeserializeOwned>(record: Result<&[u8], Error>) -> Result<R, Error>
 #[cold]
 #[inline(never)]
 fn undecodable_result<R: DeserializeOwned>(value: &[u8], e: postcard::Error) -> Error {
-    Error::Serialization(format!(
-        "result failed to deserialize in the parent: {}",
-        message::explain_de::<R>(value, e)
-    ))
+    message::serialization_error(
+        "result failed to deserialize in the parent",
+        message::explain_de::<R>(value, e),
+    )
 }
 
 /// The error of a result whose `Deserialize` panicked.

@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 pub use serde_bytes::ByteBuf;
 
 use super::tasks::build_identity;
+use crate::error::Cause;
 use crate::{Error, WorkerId};
 
 mod capture;
@@ -176,7 +177,12 @@ pub enum RemoteError {
         backtrace: Option<String>,
     },
     /// Arguments did not decode or the result did not encode.
-    Serialization(String),
+    Serialization {
+        /// What failed, e.g. "result failed to serialize in the worker".
+        what: String,
+        /// Why: the value's own error text (or the encoder's).
+        why: String,
+    },
     /// The worker has no task of this name.
     UnknownTask(String),
     /// The worker's registration of the task has other types.
@@ -212,7 +218,7 @@ impl From<RemoteError> for Error {
                 location,
                 backtrace: backtrace.map(Into::into),
             },
-            RemoteError::Serialization(s) => Error::Serialization(s),
+            RemoteError::Serialization { what, why } => serialization_error(&what, why),
             RemoteError::UnknownTask(s) => Error::UnknownTask(s),
             RemoteError::TypeMismatch {
                 task,
@@ -224,10 +230,33 @@ impl From<RemoteError> for Error {
                 found,
             },
             RemoteError::WorkerDied { worker, cause } => Error::WorkerDied { worker, cause },
-            RemoteError::Unavailable(reason) => Error::SpawnFailed(reason),
+            RemoteError::Unavailable(reason) => Error::SpawnFailed(reason.into()),
         }
     }
 }
+
+/// The error of a value that failed to encode or decode here: `what`
+/// failed, and `why` (the value's own error text, see [`explain_ser`] and
+/// [`explain_de`]) is its source.
+pub(crate) fn serialization_error(what: &str, why: String) -> Error {
+    Error::Serialization(Cause::with_source(
+        format!("{what}: {why}"),
+        SerdeError(why),
+    ))
+}
+
+/// The error a value's `Serialize` or `Deserialize` gave, as text (serde
+/// keeps no more of it).
+#[derive(Debug)]
+struct SerdeError(String);
+
+impl std::fmt::Display for SerdeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for SerdeError {}
 
 /// First byte of a result record holding a value.
 pub const OUTCOME_OK: u8 = 0;

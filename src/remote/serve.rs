@@ -197,7 +197,7 @@ mod tests {
         assert!(run(name, fingerprint, &items, &mut results));
         let got = outcomes(&results);
         assert_eq!(got[0], Ok(10));
-        assert!(matches!(got[1], Err(RemoteError::Serialization(_))));
+        assert!(matches!(got[1], Err(RemoteError::Serialization { .. })));
 
         // Truncated packing is malformed, not a panic.
         let items = packed(&[1, 2]);

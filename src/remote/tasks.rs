@@ -113,16 +113,14 @@ where
     R: Serialize,
     F: FnOnce(A) -> R,
 {
-    let args: A = message::from_bytes(bytes).map_err(|e| {
-        let e = message::explain_de::<A>(bytes, e);
-        RemoteError::Serialization(format!(
-            "arguments failed to deserialize in the worker: {e}"
-        ))
+    let args: A = message::from_bytes(bytes).map_err(|e| RemoteError::Serialization {
+        what: "arguments failed to deserialize in the worker".into(),
+        why: message::explain_de::<A>(bytes, e),
     })?;
     let result = f(args);
-    message::append(&result, out).map_err(|e| {
-        let e = message::explain_ser(&result, e);
-        RemoteError::Serialization(format!("result failed to serialize in the worker: {e}"))
+    message::append(&result, out).map_err(|e| RemoteError::Serialization {
+        what: "result failed to serialize in the worker".into(),
+        why: message::explain_ser(&result, e),
     })
 }
 

@@ -7,7 +7,8 @@
 //!   the submit that needed it, see `push` and `fail_stranded`).
 //! - A broken pool reports `BrokenPool`, before and after shutdown.
 
-use std::sync::OnceLock;
+use std::io;
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 
 use crossbeam_queue::SegQueue;
@@ -17,6 +18,7 @@ use super::job::JobRef;
 use super::main_loop;
 use super::sleep::Sleep;
 use crate::Error;
+use crate::error::Cause;
 use crate::sync::{AtomicUsize, Condvar, Mutex, Ordering, fence, lock};
 
 /// Returns `Err(reason)` when a worker's initializer fails.
@@ -46,7 +48,7 @@ pub(crate) struct Shared {
     /// Why the pool is broken (set once, by the first failure).
     broken: OnceLock<String>,
     /// Why the last worker thread failed to start.
-    spawn_error: Mutex<String>,
+    spawn_error: Mutex<Option<Arc<io::Error>>>,
 }
 
 /// What [`Shared::spawn_thread`] did.
@@ -56,15 +58,35 @@ enum Start {
     Full,
     /// The thread could not start; `others` workers are running or starting.
     Failed {
-        reason: String,
+        reason: Arc<io::Error>,
         others: usize,
     },
 }
 
 /// The error for a job that no worker can run because none could be
 /// started. The pool is not broken: a later submit tries again.
-fn spawn_failed(reason: &str) -> Error {
-    Error::SpawnFailed(format!("could not start a worker thread: {reason}"))
+fn spawn_failed(reason: Option<Arc<io::Error>>) -> Error {
+    Error::SpawnFailed(match reason {
+        Some(e) => Cause::with_source(format!("could not start a worker thread: {e}"), ArcIo(e)),
+        None => Cause::new("could not start a worker thread"),
+    })
+}
+
+/// An `io::Error` shared by the futures it fails (`io::Error` is not
+/// `Clone`), as their errors' source.
+#[derive(Debug)]
+struct ArcIo(Arc<io::Error>);
+
+impl std::fmt::Display for ArcIo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for ArcIo {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
 }
 
 impl Shared {
@@ -87,7 +109,7 @@ impl Shared {
             live: Mutex::new(Threads::default()),
             exited: Condvar::new(),
             broken: OnceLock::new(),
-            spawn_error: Mutex::new(String::new()),
+            spawn_error: Mutex::new(None),
         }
     }
 
@@ -123,7 +145,7 @@ impl Shared {
             drop(entered);
             // Jobs that others queued counting on a start that failed too.
             self.fail_stranded();
-            return Err((spawn_failed(&reason), job));
+            return Err((spawn_failed(Some(reason)), job));
         }
         self.queue.push(job);
         self.sleep.wake_one();
@@ -165,7 +187,7 @@ impl Shared {
                 continue;
             }
             let reason = lock(&self.spawn_error).clone();
-            job.fail(spawn_failed(&reason));
+            job.fail(spawn_failed(reason));
         }
     }
 
@@ -213,8 +235,8 @@ impl Shared {
                 Start::Started
             }
             Err(e) => {
-                let reason = e.to_string();
-                *lock(&self.spawn_error) = reason.clone();
+                let reason = Arc::new(e);
+                *lock(&self.spawn_error) = Some(Arc::clone(&reason));
                 self.thread_exited();
                 let others = self.started.fetch_sub(1, Ordering::SeqCst) - 1;
                 Start::Failed { reason, others }
