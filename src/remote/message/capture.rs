@@ -81,12 +81,12 @@ impl de::Error for Captured {
 
 /// Where a message waits while its error crosses postcard, whose error type
 /// cannot hold it: parked on the way in, picked up on the way out.
-type Slot = Cell<Option<String>>;
+type Parked = Cell<Option<String>>;
 
 impl Captured {
     /// An error of the wrapped deserializer, with the message parked by
     /// whatever failed inside it.
-    fn from_inner(error: impl Display, slot: &Slot) -> Captured {
+    fn from_inner(error: impl Display, slot: &Parked) -> Captured {
         match slot.take() {
             Some(message) => Captured::Custom(message),
             None => Captured::Other(error.to_string()),
@@ -94,7 +94,7 @@ impl Captured {
     }
 
     /// This error as the wrapped deserializer's, parking the message.
-    fn into_inner<E: de::Error>(self, slot: &Slot) -> E {
+    fn into_inner<E: de::Error>(self, slot: &Parked) -> E {
         match self {
             Captured::Custom(message) => {
                 slot.set(Some(message));
@@ -294,27 +294,27 @@ impl ser::SerializeMap for Discard {
 /// messages.
 struct Wrap<'s, D> {
     inner: D,
-    slot: &'s Slot,
+    slot: &'s Parked,
 }
 
 /// A visitor given to the wrapped deserializer: it hands the user's visitor
 /// wrapped accessors and an error type that keeps messages.
 struct Visit<'s, V> {
     inner: V,
-    slot: &'s Slot,
+    slot: &'s Parked,
 }
 
 /// A seed given to the wrapped deserializer: it deserializes through
 /// [`Wrap`].
 struct Seed<'s, S> {
     inner: S,
-    slot: &'s Slot,
+    slot: &'s Parked,
 }
 
 /// The wrapped deserializer's sequence, map, enum and variant accessors.
 struct Access<'s, A> {
     inner: A,
-    slot: &'s Slot,
+    slot: &'s Parked,
 }
 
 macro_rules! wrap_deserialize {
