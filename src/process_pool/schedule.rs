@@ -11,10 +11,10 @@
 //! * the thread that finds an idle worker writes the batch itself, once the
 //!   lock is released: `submit` to an idle worker, a supervisor as soon as
 //!   its worker answered everything it had;
-//! * a batch holds about [`BATCH_WORK`] of work by the worker's measured job
-//!   time (at most [`MAX_BATCH`] jobs and [`BATCH_BYTES`] bytes, and no more
-//!   than a fair share of the queue), one job until that time is known, and
-//!   one job under a per-task timeout;
+//! * a batch follows the remote layer's [batching policy](crate::remote::batch)
+//!   (about a millisecond of work, a fair share of the queue, one job until
+//!   the job time is known or under a per-task timeout), and holds at most
+//!   [`BATCH_BYTES`] bytes;
 //! * a job sent ahead stays pending: its future is gated on its ticket, so
 //!   it can be cancelled until the worker begins it, and one cancelled
 //!   between leaving the queue and being gated is not sent at all;
@@ -25,24 +25,20 @@ use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Weak};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::Error;
 use crate::error::Cause;
-use crate::remote::framing;
 use crate::remote::message::ToWorkerRef;
+use crate::remote::{batch, framing};
 
 use super::board::Gate;
 use super::shared::{Failures, PoolState, Shared};
 use super::slot::Slot;
 use crate::remote::job::Payload;
 
-/// Most jobs sent to a worker in one write.
-const MAX_BATCH: usize = 64;
 /// Most payload bytes in one batch of several jobs (a bigger job goes alone).
 const BATCH_BYTES: usize = 64 * 1024;
-/// About how much work one batch commits a worker to.
-const BATCH_WORK: Duration = Duration::from_millis(1);
 
 /// A batch to write to a worker, outside the lock.
 struct Outgoing {
@@ -160,15 +156,12 @@ impl Shared {
         let slot = &st.slots[index];
         let timed = self.config.timeout.is_some()
             || st.queue.front().is_some_and(|job| job.timeout.is_some());
-        let mut limit = match (timed, slot.job_time) {
-            // A deadline is per job; an unknown job time may be long.
-            (true, _) | (false, None) => 1,
-            (false, Some(t)) => {
-                let fit = BATCH_WORK.as_nanos() / t.as_nanos().max(1);
-                let fair = st.queue.len().div_ceil(self.config.max_workers);
-                (fit as usize).clamp(1, MAX_BATCH).min(fair.max(1))
-            }
-        };
+        let mut limit = batch::batch_limit(
+            slot.job_time,
+            st.queue.len(),
+            self.config.max_workers,
+            timed,
+        );
         if let Some(max) = self.config.max_tasks_per_child {
             limit = limit.min(max.saturating_sub(slot.assigned));
         }

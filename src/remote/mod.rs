@@ -11,7 +11,9 @@
 //! * [`client`]: the encoding of `submit` and `map` arguments and the
 //!   chunking of a `map`, over an executor's [`client::Dispatch`].
 //! * [`job`]: a queued job, and how its answer completes its typed future.
+//! * [`batch`]: how many queued jobs a worker is given at once.
 
+pub(crate) mod batch;
 pub(crate) mod client;
 pub(crate) mod framing;
 pub(crate) mod job;
