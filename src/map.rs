@@ -320,6 +320,13 @@ impl<'a, T> Map<'a, T> {
         }
     }
 
+    /// The items submitted so far, and whether that is all there will be
+    /// (the input ran out, or submitting failed): a progress bar's length.
+    #[cfg(feature = "progress")]
+    pub(crate) fn submitted(&self) -> (usize, bool) {
+        (self.submitted, !self.feeding)
+    }
+
     fn cancel_all(&mut self) {
         for (_, f) in self.buffer.drain(..) {
             f.cancel();

@@ -190,6 +190,13 @@ impl<'a, T> MapUnordered<'a, T> {
         }
     }
 
+    /// The items submitted so far, and whether that is all there will be
+    /// (the input ran out, or submitting failed): a progress bar's length.
+    #[cfg(feature = "progress")]
+    pub(crate) fn submitted(&self) -> (usize, bool) {
+        (self.submitted, !self.feeding)
+    }
+
     /// Cancels every chunk not yet complete and ends the iteration.
     fn cancel_all(&mut self) {
         for chunk in self.pending.drain(..).flatten() {
