@@ -15,11 +15,13 @@
 //! assert_eq!(squares[999], 999 * 999);
 //! ```
 //!
-//! On a terminal the bar reads (in colour, redrawn at most 20 times a
-//! second, left as it is when the iteration ends):
+//! On a terminal the bar reads like this (a frame captured in an 80-column
+//! terminal, half-way through a `map` of 1,000 items; in colour, redrawn at
+//! most 20 times a second, the bar as wide as the terminal allows, left as
+//! it is when the iteration ends):
 //!
 //! ```text
-//! [00:00:02] ████████████████░░░░░░░░░░░░░░ 532/1,000 items · 265.1/s · ETA 2s · 3 failed
+//! [00:00:01] ███████████▌░░░░░░░░░░░ 497/1,000 items · 368.8/s · ETA 1s · 6 failed
 //! ```
 //!
 //! - The count is the number of items yielded so far. Every item counts,
