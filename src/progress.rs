@@ -255,7 +255,8 @@ impl<'a, T> Map<'a, T> {
     }
 
     /// The same items, counted on `bar`, whose draw target, style and
-    /// length (if set) are kept; see [`Progress`].
+    /// length (if set) are kept; its message becomes the failure count
+    /// (`"2 failed"`). See [`Progress`].
     ///
     /// ```
     /// use concurrent_futures::{MapOptions, ThreadPoolExecutor};
