@@ -41,6 +41,11 @@
 //! `BENCH_LOAD=N` runs N busy-loop processes beside the benchmark for its
 //! whole duration (a busy machine: with N = 2 x cpus, every thread of the
 //! benchmark competes for a core), see [`Load`].
+//!
+//! It also draws the comparison as an SVG chart (see [`chart`]): written to
+//! `bench-compare.svg` in the target directory, and with `BENCH_SVG=path`
+//! there too (a relative path is taken from the repository root, so
+//! `BENCH_SVG=docs/bench.svg` refreshes the README's chart).
 
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -49,6 +54,8 @@ use std::time::{Duration, Instant};
 
 use concurrent_futures::{Future, MapOptions, ThreadPoolExecutor};
 use rayon::iter::{IntoParallelIterator, ParallelIterator};
+
+mod chart;
 
 const WORKERS: usize = 4;
 /// Rounds of a workload (every contender once) stop once the measured runs
@@ -1295,6 +1302,76 @@ impl Drop for Load {
     }
 }
 
+// ---------------------------------------------------------------- the chart
+
+/// The rows as the chart's panels, one per workload, in the table's order.
+fn chart_groups(rows: &[Row]) -> Vec<chart::Group> {
+    Workload::ALL
+        .iter()
+        .map(|&workload| {
+            let best = best_peer(rows, workload).map(Row::median);
+            let of: Vec<&Row> = rows.iter().filter(|r| r.workload == workload).collect();
+            let bars = of
+                .iter()
+                .map(|row| {
+                    let twins = of.iter().filter(|r| r.name == row.name).count();
+                    chart::Bar {
+                        label: chart_label(row, twins > 1),
+                        kind: match row.kind {
+                            Kind::Ours => chart::BarKind::Ours,
+                            Kind::Peer => chart::BarKind::Peer,
+                            Kind::Reference => chart::BarKind::Reference,
+                        },
+                        median_ns: row.median(),
+                        min_ns: row.min(),
+                        max_ns: row.max(),
+                        ratio: best.map(|b| row.median() / b),
+                    }
+                })
+                .collect();
+            let n = of.first().map_or(0, |r| r.n);
+            chart::Group {
+                title: format!("{} ({} per run)", workload.title(), fmt_count(n)),
+                per: workload.per(),
+                bars,
+            }
+        })
+        .collect()
+}
+
+/// A bar's name: the row's, told apart from a twin of the same name by
+/// the first part of its note (`map_with (0.., buffersize 8, chunksize
+/// 1024)`).
+fn chart_label(row: &Row, twin: bool) -> String {
+    if !twin {
+        return row.name.clone();
+    }
+    let detail = row.note.split(':').next().unwrap_or_default();
+    let detail = detail.split(" (").next().unwrap_or_default();
+    format!("{} ({})", row.name, detail.replace('`', ""))
+}
+
+/// Where the chart goes: the target directory, and `BENCH_SVG` if set
+/// (relative to the repository root).
+fn chart_paths() -> Vec<std::path::PathBuf> {
+    // The benchmark runs as target/<profile>/deps/compare-<hash>.
+    let target = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.ancestors().nth(3).map(std::path::Path::to_path_buf));
+    let root = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+    let mut paths = vec![
+        target
+            .unwrap_or_else(|| root.join("target"))
+            .join("bench-compare.svg"),
+    ];
+    if let Ok(path) = std::env::var("BENCH_SVG")
+        && !path.trim().is_empty()
+    {
+        paths.push(root.join(path.trim()));
+    }
+    paths
+}
+
 /// Whether `BENCH_ONLY` (a comma-separated list of `submit`, `roundtrip`,
 /// `map`, `python`, `process`; unset = all) selects `part`.
 fn selected(part: &str) -> bool {
@@ -1364,8 +1441,7 @@ fn main() {
         true => format!(", procspawn {}", locked_version("procspawn")),
         false => String::new(),
     };
-    println!();
-    println!(
+    let versions = format!(
         "concurrent-futures {} vs threadpool {}, rayon {}, tokio {}{procspawn}, {python}; \
          {WORKERS} workers on {cpus} cpus{quick}{loaded}",
         env!("CARGO_PKG_VERSION"),
@@ -1373,6 +1449,8 @@ fn main() {
         locked_version("rayon"),
         locked_version("tokio"),
     );
+    println!();
+    println!("{versions}");
     println!();
     print_table(&rows);
     print_targets(&rows, constant_memory);
@@ -1392,4 +1470,21 @@ fn main() {
         load_average(),
         started.elapsed().as_secs_f64()
     );
+
+    let groups = chart_groups(&rows);
+    let title = "concurrent-futures against its peers: time per task, log scale (lower is better)";
+    let subtitle = [
+        versions,
+        format!(
+            "median of 3-7 runs after a warm-up, contenders interleaved; load average {load_before} \
+             before, {} after",
+            load_average()
+        ),
+    ];
+    for path in chart_paths() {
+        match chart::write_svg(&path, title, &subtitle, &groups) {
+            Ok(()) => println!("Chart: {}", path.canonicalize().unwrap_or(path).display()),
+            Err(why) => eprintln!("chart not written to {}: {why}", path.display()),
+        }
+    }
 }

@@ -5,8 +5,9 @@
 //! 1. I/O-bound: read and checksum every file under a directory tree, first
 //!    serially, then on a `ThreadPoolExecutor`, with `as_completed` progress.
 //! 2. CPU-bound: count primes in ranges serially, on threads, and in worker
-//!    processes (a registered `#[task]`), then show a crashing task failing
-//!    alone while the process pool carries on.
+//!    processes (a registered `#[task]`, with a progress bar on a
+//!    terminal), then show a crashing task failing alone while the process
+//!    pool carries on.
 //! 3. The model: `wait` with a timeout, cancelling queued work, `map` with a
 //!    buffersize over an infinite input, scoped tasks borrowing the stack,
 //!    awaiting a pool future from async code, and a panicking task that
@@ -151,9 +152,12 @@ fn cpu_bound() -> Result<(), Error> {
     // The same map on worker processes, which take the task itself.
     let processes = ProcessPoolExecutor::new(cpus())?;
     let start = Instant::now();
-    let in_processes: u64 = processes
-        .map(count_primes, ranges.clone())?
-        .sum::<Result<u64, Error>>()?;
+    let results = processes.map(count_primes, ranges.clone())?;
+    // A progress bar on stderr (feature `progress`, on by default), drawn
+    // only on a terminal: count, rate, ETA, failures.
+    #[cfg(feature = "progress")]
+    let results = results.progress();
+    let in_processes: u64 = results.sum::<Result<u64, Error>>()?;
     let process_time = start.elapsed();
     assert_eq!(serial, in_processes);
     println!(

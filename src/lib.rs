@@ -68,6 +68,9 @@ pub mod error;
 pub mod future;
 pub mod map;
 mod panic;
+#[cfg(feature = "progress")]
+#[cfg_attr(docsrs, doc(cfg(feature = "progress")))]
+pub mod progress;
 mod sync;
 mod task_fn;
 pub mod thread_pool;

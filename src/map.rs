@@ -244,7 +244,10 @@ pub struct Map<'a, T> {
     /// chunks already in flight.
     tail_error: Option<Error>,
     deadline: Option<Instant>,
-    bounded: bool,
+    /// Whether `next` still submits chunks: a buffered map whose input has
+    /// not run out (nor failed to submit). Without a buffersize the whole
+    /// input is submitted up front.
+    feeding: bool,
     submitted: usize,
     finished: bool,
     /// Whether `next` was ever called: like Python's generator, an iterator
@@ -265,9 +268,13 @@ impl<'a, T> Map<'a, T> {
         let mut buffer = VecDeque::new();
         let limit = options.buffersize.unwrap_or(usize::MAX);
         let mut submitted = 0;
+        let mut exhausted = false;
         while buffer.len() < limit {
             match source() {
-                None => break,
+                None => {
+                    exhausted = true;
+                    break;
+                }
                 Some(Ok((n, future))) => {
                     submitted += n;
                     buffer.push_back((n, future));
@@ -287,7 +294,7 @@ impl<'a, T> Map<'a, T> {
             repeat: None,
             tail_error: None,
             deadline,
-            bounded: options.buffersize.is_some(),
+            feeding: options.buffersize.is_some() && !exhausted,
             submitted,
             finished: false,
             started: false,
@@ -295,11 +302,11 @@ impl<'a, T> Map<'a, T> {
     }
 
     fn refill(&mut self) {
-        if !self.bounded {
+        if !self.feeding {
             return;
         }
         match (self.source)() {
-            None => {}
+            None => self.feeding = false,
             Some(Ok((n, future))) => {
                 self.submitted += n;
                 self.buffer.push_back((n, future));
@@ -308,9 +315,16 @@ impl<'a, T> Map<'a, T> {
             // chunks in flight, and submit nothing more.
             Some(Err(e)) => {
                 self.tail_error = Some(e);
-                self.bounded = false;
+                self.feeding = false;
             }
         }
+    }
+
+    /// The items submitted so far, and whether that is all there will be
+    /// (the input ran out, or submitting failed): a progress bar's length.
+    #[cfg(feature = "progress")]
+    pub(crate) fn submitted(&self) -> (usize, bool) {
+        (self.submitted, !self.feeding)
     }
 
     fn cancel_all(&mut self) {

@@ -214,6 +214,12 @@ impl<W: Waitable> AsCompleted<W> {
         }
         remaining
     }
+
+    /// How many futures it yields in all (each given future once).
+    #[cfg(feature = "progress")]
+    pub(crate) fn total(&self) -> usize {
+        self.total
+    }
 }
 
 impl<W: Waitable> Iterator for AsCompleted<W> {

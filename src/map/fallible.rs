@@ -109,6 +109,14 @@ where
     }
 }
 
+impl<I> Fallible<I> {
+    /// The iterator it wraps.
+    #[cfg(feature = "progress")]
+    pub(crate) fn inner(&self) -> &I {
+        &self.inner
+    }
+}
+
 impl<I: fmt::Debug> fmt::Debug for Fallible<I> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_tuple("Fallible").field(&self.inner).finish()

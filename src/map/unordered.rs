@@ -94,7 +94,9 @@ pub struct MapUnordered<'a, T> {
     /// unsubmitted part starts; yielded after every chunk in flight.
     tail_error: Option<(usize, Error)>,
     deadline: Option<Instant>,
-    bounded: bool,
+    /// Whether taking up a chunk still submits one: a buffered map whose
+    /// input has not run out (nor failed to submit).
+    feeding: bool,
     /// Items submitted so far: also the position of the next chunk.
     submitted: usize,
     finished: bool,
@@ -119,7 +121,7 @@ impl<'a, T> MapUnordered<'a, T> {
             repeat: None,
             tail_error: None,
             deadline: options.timeout.and_then(deadline),
-            bounded: options.buffersize.is_some(),
+            feeding: options.buffersize.is_some(),
             submitted: 0,
             finished: false,
             started: false,
@@ -127,7 +129,10 @@ impl<'a, T> MapUnordered<'a, T> {
         let limit = options.buffersize.unwrap_or(usize::MAX);
         while map.in_pending + map.done.len() < limit {
             match map.submit_one() {
-                None => break,
+                None => {
+                    map.feeding = false;
+                    break;
+                }
                 Some(Ok(())) => {}
                 Some(Err(e)) => {
                     // As `Map::new`: the call fails and nothing it
@@ -170,15 +175,26 @@ impl<'a, T> MapUnordered<'a, T> {
     }
 
     fn refill(&mut self) {
-        if !self.bounded {
+        if !self.feeding {
             return;
         }
-        if let Some(Err(e)) = self.submit_one() {
+        match self.submit_one() {
+            Some(Ok(())) => {}
+            None => self.feeding = false,
             // The pool went away under us: report it after the chunks in
             // flight, and submit nothing more.
-            self.tail_error = Some((self.submitted, e));
-            self.bounded = false;
+            Some(Err(e)) => {
+                self.tail_error = Some((self.submitted, e));
+                self.feeding = false;
+            }
         }
+    }
+
+    /// The items submitted so far, and whether that is all there will be
+    /// (the input ran out, or submitting failed): a progress bar's length.
+    #[cfg(feature = "progress")]
+    pub(crate) fn submitted(&self) -> (usize, bool) {
+        (self.submitted, !self.feeding)
     }
 
     /// Cancels every chunk not yet complete and ends the iteration.
