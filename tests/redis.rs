@@ -618,6 +618,10 @@ fn garbage() {
     // The three entries that name a client were answered with an error.
     let replies: u64 = conn.llen(format!("cf:garbage:results:{client}")).unwrap();
     assert_eq!(replies, 3);
+    // Nobody reads them: they expire (the client's result TTL, here the
+    // default of an hour, as the entries named none).
+    let ttl: i64 = conn.pttl(format!("cf:garbage:results:{client}")).unwrap();
+    assert!(ttl > 0 && ttl <= 3_600_000, "{ttl}");
     assert_drained(&mut conn, "garbage");
 }
 
@@ -734,6 +738,14 @@ fn sigterm() {
     assert_eq!(running.result_timeout(WAIT), Ok(&worker.pid()));
     assert_eq!(worker.wait_exit(WAIT), Some(0));
     assert!(!waiting.done(), "a stopping worker took a new task");
+    // It left the consumer group: no consumer remains.
+    let consumers: Vec<redis::Value> = redis::cmd("XINFO")
+        .arg("CONSUMERS")
+        .arg("cf:sigterm:tasks")
+        .arg("workers")
+        .query(&mut conn)
+        .unwrap();
+    assert!(consumers.is_empty(), "{consumers:?}");
     let _next = server.worker("sigterm", "concurrency=1");
     assert_eq!(waiting.result_timeout(WAIT), Ok(&25));
 }

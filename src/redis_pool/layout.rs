@@ -143,6 +143,18 @@ end
 return 0
 ";
 
+/// Removes a consumer from the group if it holds no entry (KEYS[1]: the
+/// stream; ARGV: the group, the consumer), so that workers that stopped
+/// gracefully leave no consumer behind. Returns 1 if it was removed.
+pub(super) const FORGET: &str = r"
+local held = redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2])
+if #held == 0 then
+  redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+  return 1
+end
+return 0
+";
+
 /// A worker's consumer name: `host/pid/runner`.
 pub(super) fn consumer_name(host: &str, pid: u32, runner: usize) -> String {
     format!("{host}/{pid}/{runner}")

@@ -27,7 +27,7 @@
 //!   with (see [`serve`](crate::remote::serve)).
 //! * SIGTERM stops the worker gracefully: the tasks running finish and are
 //!   answered, the entries read ahead and not started go back to the
-//!   stream, and no new entry is read.
+//!   stream, no new entry is read, and its consumers leave the group.
 //! * A lost connection is retried (with backoff) forever: workers outlive
 //!   a restart of the server.
 
@@ -448,6 +448,13 @@ impl Worker {
             let Some(c) = conn.as_mut() else { return };
             if stopping() {
                 self.release(c, runner, &mut buffer);
+                let _ = redis::cmd("EVAL")
+                    .arg(layout::FORGET)
+                    .arg(1)
+                    .arg(&self.keys.tasks)
+                    .arg(layout::GROUP)
+                    .arg(consumer)
+                    .query::<Value>(c);
                 return;
             }
             let Some(entry) = buffer.pop_front() else {
