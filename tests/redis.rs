@@ -31,7 +31,8 @@
 //!   run: every future completes, with its result or `Unavailable` saying
 //!   the server lost the tasks; the workers reconnect and later tasks work.
 //! * `many`: 10,000 tasks across 3 workers: every result right, every task
-//!   run exactly once (a hash counts runs per task), nothing left in Redis.
+//!   run exactly once (a hash counts runs per task), nothing left in Redis
+//!   (no entry, no job state).
 //! * `garbage`: malformed entries (no client, a bad body, another build,
 //!   another protocol version) are dropped or answered with an error; the
 //!   worker survives and serves the next task.
@@ -568,6 +569,9 @@ fn many() {
     assert_eq!(runs.len(), 10_000);
     assert!(runs.values().all(|&n| n == 1), "a task ran twice");
     assert_drained(&mut conn, "many");
+    // Answered jobs keep no state key.
+    let states: Vec<String> = conn.keys("cf:many:job:*").unwrap();
+    assert!(states.is_empty(), "{} job states left", states.len());
     println!(
         "    10,000 tasks over 3 workers: {:.0} tasks/s",
         10_000.0 / elapsed.as_secs_f64()

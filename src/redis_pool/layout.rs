@@ -7,7 +7,7 @@
 //! | key                     | type   | what                                        |
 //! |-------------------------|--------|---------------------------------------------|
 //! | `cf:q:tasks`            | stream | task entries; consumer group [`GROUP`]       |
-//! | `cf:q:job:C:N`          | string | job N of client C: `cancelled`, `done`, or the workers that started it (`a,b`) |
+//! | `cf:q:job:C:N`          | string | job N of client C in flight: `cancelled`, or the workers that started it (`a,b`) |
 //! | `cf:q:results:C`        | list   | replies to client C (expires: result TTL)   |
 //! | `cf:q:client:C`         | string | client C is alive (and the server kept its keys) |
 //! | `cf:q:worker:W`         | string | worker W's heartbeat (expires: 5 heartbeats) |
@@ -110,14 +110,18 @@ impl Reply<'_> {
     }
 }
 
-/// Takes a job's start (KEYS[1]: its state key; ARGV: the worker, the
-/// state's TTL in ms, the most deliveries). Returns `{0, state}` if it was
-/// cancelled or is done (do not run), `{2, workers}` if it was started by
-/// as many workers as it may be (do not run: fail it), `{1, workers}` to
-/// run it (the workers so far, this one last).
+/// Takes a job's start (KEYS[1]: its state key, KEYS[2]: the task stream;
+/// ARGV: the worker, the state's TTL in ms, the most deliveries, the
+/// entry's id). Returns `{0, why}` if it was cancelled or answered already
+/// (its entry is gone: do not run), `{2, workers}` if it was started by as
+/// many workers as it may be (do not run: fail it), `{1, workers}` to run
+/// it (the workers so far, this one last). The state key is deleted when
+/// the job is answered: only jobs in flight (and cancelled ones, until
+/// their TTL) keep one.
 pub(super) const START: &str = r"
 local v = redis.call('GET', KEYS[1])
-if v == 'cancelled' or v == 'done' then return {0, v} end
+if v == 'cancelled' then return {0, v} end
+if #redis.call('XRANGE', KEYS[2], ARGV[4], ARGV[4]) == 0 then return {0, 'answered'} end
 if v then
   local n = 0
   for _ in string.gmatch(v, '[^,]+') do n = n + 1 end

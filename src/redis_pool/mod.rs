@@ -33,7 +33,7 @@
 //!   the future fails with [`Error::WorkerDied`] naming them.
 //!   [`at_most_once`](RedisBuilder::at_most_once) never runs a task twice.
 //! * **Cancellation**: each job has a state key. A worker must win it
-//!   (atomically: not cancelled, not done) before it runs the job; the
+//!   (atomically: not cancelled, not answered) before it runs the job; the
 //!   future's [`cancel`](crate::Future::cancel) must win it before any
 //!   worker: exactly one wins. A cancelled job never runs.
 //! * **Isolation and timeouts**: with [`isolate`](WorkerOptions::isolate),

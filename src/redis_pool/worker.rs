@@ -10,8 +10,8 @@
 //! started by `max_deliveries` workers already is failed), runs it (in
 //! this process, or in a local child process with
 //! [`isolate`](WorkerOptions::isolate)), and answers in one transaction:
-//! the reply pushed on the client's result list, the state key set to
-//! `done`, the entry acknowledged and deleted.
+//! the reply pushed on the client's result list, the state key deleted,
+//! the entry acknowledged and deleted.
 //!
 //! A heartbeat thread refreshes the worker's key and re-claims the entries
 //! its runners hold (XCLAIM to themselves), so that their idle time stays
@@ -589,12 +589,9 @@ impl Worker {
                 pipe.cmd("RPUSH").arg(&key).arg(reply.as_slice()).ignore();
                 pipe.cmd("PEXPIRE").arg(&key).arg(*ttl).ignore();
                 if let Some(state) = state {
-                    pipe.cmd("SET")
-                        .arg(state)
-                        .arg("done")
-                        .arg("PX")
-                        .arg(*ttl)
-                        .ignore();
+                    // Answered: a copy still held elsewhere finds its
+                    // entry gone (see START).
+                    pipe.cmd("DEL").arg(state).ignore();
                 }
             }
             Verdict::Drop => {}
@@ -698,11 +695,13 @@ impl Worker {
         let state = self.keys.job(client, job);
         let started: Value = redis::cmd("EVAL")
             .arg(layout::START)
-            .arg(1)
+            .arg(2)
             .arg(&state)
+            .arg(&self.keys.tasks)
             .arg(consumer)
             .arg(ttl)
             .arg(max_deliveries)
+            .arg(&entry.id)
             .query(c)?;
         let (code, workers) = match conn::array(&started) {
             Some([code, workers]) => (conn::int(code), conn::text(workers).unwrap_or("")),
@@ -724,7 +723,7 @@ impl Worker {
                 };
                 return Ok(fail(error, Some(state)));
             }
-            // Cancelled, or done by another worker.
+            // Cancelled, or answered by another worker.
             _ => return Ok(Verdict::Drop),
         }
         results.clear();
