@@ -61,6 +61,15 @@ impl RedisBuilder {
     /// The defaults: no URL yet (it is required), queue `default`, at most
     /// [`DEFAULT_MAX_DELIVERIES`] deliveries, results kept an hour, the
     /// server given 30 seconds to come back.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use concurrent_futures::RedisBuilder;
+    ///
+    /// let pool = RedisBuilder::new().url("redis://127.0.0.1:6379/").build().unwrap();
+    /// # drop(pool);
+    /// ```
     pub fn new() -> RedisBuilder {
         RedisBuilder {
             url: None,
@@ -73,6 +82,16 @@ impl RedisBuilder {
 
     /// The server: `redis://[user:password@]host:port[/db]` (an ACL user
     /// and its password, or `:password` for `requirepass`).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use concurrent_futures::RedisExecutor;
+    ///
+    /// // An ACL user and its password (or ":password" alone for requirepass).
+    /// let pool = RedisExecutor::builder().url("redis://tasks:s3cret@10.0.0.5:6379/").build().unwrap();
+    /// # drop(pool);
+    /// ```
     pub fn url(mut self, url: impl Into<String>) -> RedisBuilder {
         self.url = Some(url.into());
         self
@@ -80,6 +99,15 @@ impl RedisBuilder {
 
     /// The queue's name: workers started on the same server and queue run
     /// this executor's tasks. Letters, digits, `-`, `_` and `.`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::{Error, RedisExecutor};
+    ///
+    /// let bad = RedisExecutor::builder().url("redis://127.0.0.1:1/").queue("no spaces").build();
+    /// assert!(matches!(bad, Err(Error::InvalidArgument(_))));
+    /// ```
     pub fn queue(mut self, name: impl Into<String>) -> RedisBuilder {
         self.queue = name.into();
         self
@@ -90,6 +118,15 @@ impl RedisBuilder {
     /// delivered this many times; then its future fails with
     /// [`Error::WorkerDied`] naming the workers. Delivery is at least once:
     /// a task may run more than once, but its future gets one result.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use concurrent_futures::RedisExecutor;
+    ///
+    /// let pool = RedisExecutor::builder().url("redis://127.0.0.1:6379/").max_deliveries(5).build().unwrap();
+    /// # drop(pool);
+    /// ```
     pub fn max_deliveries(mut self, n: u32) -> RedisBuilder {
         self.max_deliveries = n;
         self
@@ -98,6 +135,16 @@ impl RedisBuilder {
     /// At-most-once delivery: a task is never run again; if its worker
     /// dies, its future fails with [`Error::WorkerDied`]. The same as
     /// `max_deliveries(1)`, for tasks that must not run twice.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use concurrent_futures::RedisExecutor;
+    ///
+    /// // For tasks that must not run twice (a payment, an email).
+    /// let pool = RedisExecutor::builder().url("redis://127.0.0.1:6379/").at_most_once().build().unwrap();
+    /// # drop(pool);
+    /// ```
     pub fn at_most_once(self) -> RedisBuilder {
         self.max_deliveries(1)
     }
@@ -105,6 +152,20 @@ impl RedisBuilder {
     /// How long the server keeps this executor's results and job states
     /// after their last use: the results of a client that died expire then.
     /// At least a second.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use concurrent_futures::RedisExecutor;
+    ///
+    /// let pool = RedisExecutor::builder()
+    ///     .url("redis://127.0.0.1:6379/")
+    ///     .result_ttl(Duration::from_secs(600))
+    ///     .build()
+    ///     .unwrap();
+    /// # drop(pool);
+    /// ```
     pub fn result_ttl(mut self, ttl: Duration) -> RedisBuilder {
         self.result_ttl = ttl;
         self
@@ -112,6 +173,20 @@ impl RedisBuilder {
 
     /// How long the executor waits for a server it lost before it fails
     /// the tasks in flight with [`Error::Unavailable`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use concurrent_futures::RedisExecutor;
+    ///
+    /// let pool = RedisExecutor::builder()
+    ///     .url("redis://127.0.0.1:6379/")
+    ///     .server_timeout(Duration::from_secs(5))
+    ///     .build()
+    ///     .unwrap();
+    /// # drop(pool);
+    /// ```
     pub fn server_timeout(mut self, timeout: Duration) -> RedisBuilder {
         self.server_timeout = timeout;
         self

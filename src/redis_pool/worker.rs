@@ -98,6 +98,15 @@ impl Default for WorkerOptions {
 impl WorkerOptions {
     /// The defaults: one task at a time per CPU, in this process, no
     /// timeout, a heartbeat every second, one entry read at a time.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::redis_pool::WorkerOptions;
+    ///
+    /// let options = WorkerOptions::new();
+    /// # let _ = options;
+    /// ```
     pub fn new() -> WorkerOptions {
         WorkerOptions {
             concurrency: std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -110,6 +119,15 @@ impl WorkerOptions {
 
     /// How many tasks this worker runs at once (runner threads, and with
     /// [`isolate`](Self::isolate) child processes).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::redis_pool::WorkerOptions;
+    ///
+    /// let options = WorkerOptions::new().concurrency(16); // I/O-bound tasks
+    /// # let _ = options;
+    /// ```
     pub fn concurrency(mut self, tasks: usize) -> WorkerOptions {
         self.concurrency = tasks;
         self
@@ -120,6 +138,20 @@ impl WorkerOptions {
     /// crashes its process fails alone with
     /// [`Error::WorkerDied`](crate::Error::WorkerDied), and the worker goes
     /// on. Costs a local hop per task.
+    ///
+    /// For a graceful stop, send SIGTERM to the worker process alone (with
+    /// systemd, `KillMode=mixed`): a SIGTERM to its whole process group or
+    /// cgroup also reaches the task processes, and the tasks they run fail
+    /// with `WorkerDied`.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::redis_pool::WorkerOptions;
+    ///
+    /// let options = WorkerOptions::new().isolate(true);
+    /// # let _ = options;
+    /// ```
     pub fn isolate(mut self, isolate: bool) -> WorkerOptions {
         self.isolate = isolate;
         self
@@ -128,6 +160,16 @@ impl WorkerOptions {
     /// A per-task timeout (needs [`isolate`](Self::isolate)): a task still
     /// running after `timeout` has its process killed, and its future fails
     /// with [`Error::TaskTimeout`](crate::Error::TaskTimeout).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use concurrent_futures::redis_pool::WorkerOptions;
+    ///
+    /// let options = WorkerOptions::new().isolate(true).timeout(Duration::from_secs(30));
+    /// # let _ = options;
+    /// ```
     pub fn timeout(mut self, timeout: Duration) -> WorkerOptions {
         self.timeout = Some(timeout);
         self
@@ -136,6 +178,17 @@ impl WorkerOptions {
     /// How often the worker proves it is alive. A task held by a worker
     /// silent for five heartbeats is reclaimed by another worker; every
     /// worker of a queue should use the same heartbeat.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use concurrent_futures::redis_pool::WorkerOptions;
+    ///
+    /// // Tasks of a dead worker are reclaimed after 5 x 200 ms.
+    /// let options = WorkerOptions::new().heartbeat(Duration::from_millis(200));
+    /// # let _ = options;
+    /// ```
     pub fn heartbeat(mut self, interval: Duration) -> WorkerOptions {
         self.heartbeat = interval;
         self
@@ -144,6 +197,15 @@ impl WorkerOptions {
     /// How many entries a runner reads at once (its next tasks are held,
     /// still cancellable, while it runs one). More saves round trips for
     /// short tasks; 1 balances long tasks best.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::redis_pool::WorkerOptions;
+    ///
+    /// let options = WorkerOptions::new().prefetch(32); // many tiny tasks
+    /// # let _ = options;
+    /// ```
     pub fn prefetch(mut self, entries: usize) -> WorkerOptions {
         self.prefetch = entries;
         self
