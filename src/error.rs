@@ -94,6 +94,13 @@ pub enum Error {
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
 
+    /// The server a remote executor works through (a Redis server) could
+    /// not be reached, refused the credentials or lost the executor's
+    /// state. The [`Cause`] says which server and why; its source is the
+    /// client library's error, when there is one.
+    #[error("the executor's server is unavailable: {0}")]
+    Unavailable(#[source] Cause),
+
     /// An operation did not fit the future's state, such as completing a
     /// future twice.
     #[error("invalid state: {0}")]

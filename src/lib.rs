@@ -116,6 +116,14 @@ pub mod mpi_pool;
 #[cfg(all(feature = "mpi", unix))]
 #[cfg_attr(docsrs, doc(cfg(all(feature = "mpi", unix))))]
 pub use mpi_pool::{MpiPoolBuilder, MpiPoolExecutor};
+
+// ---- Redis pool (feature "redis", Unix) --------------------------------------
+#[cfg(all(feature = "redis", unix))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "redis", unix))))]
+pub mod redis_pool;
+#[cfg(all(feature = "redis", unix))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "redis", unix))))]
+pub use redis_pool::{RedisBuilder, RedisExecutor};
 /// What the `#[task]` macro expands to; not a public API.
 #[cfg(all(feature = "process", unix))]
 #[doc(hidden)]

@@ -149,6 +149,13 @@ extern "C" fn static_constructor() {
     if catch_unwind(crate::mpi_pool::entry::divert).is_err() {
         std::process::exit(EXIT_PROTOCOL);
     }
+    // A process started with CONCURRENT_FUTURES_REDIS becomes a Redis
+    // worker (after the process-pool check, like MPI: the children of an
+    // isolating Redis worker are process-pool workers).
+    #[cfg(feature = "redis")]
+    if catch_unwind(crate::redis_pool::worker::divert).is_err() {
+        std::process::exit(EXIT_PROTOCOL);
+    }
 }
 
 #[cfg(any(

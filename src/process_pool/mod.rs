@@ -708,10 +708,10 @@ impl ProcessPoolExecutor {
     }
 }
 
-#[cfg(feature = "mpi")]
+#[cfg(any(feature = "mpi", feature = "redis"))]
 impl ProcessPoolExecutor {
-    /// Queues an already encoded job (an MPI rank running its tasks in a
-    /// child process forwards them so).
+    /// Queues an already encoded job (an MPI rank or a Redis worker running
+    /// its tasks in a child process forwards them so).
     pub(crate) fn dispatch(
         &self,
         payload: crate::remote::job::Payload,
