@@ -24,11 +24,21 @@
 //!   while sent ones run to the end; `Future::cancel` of a queued job; submit
 //!   after shutdown fails with `ShutDown`; jobs sent count as running;
 //!   dropping the executor while panicking cancels the queue and waits for
-//!   the sent jobs.
+//!   the sent jobs. Without isolation, `timeout`/`submit_timeout` are
+//!   `InvalidArgument` and `abort` of a running task returns false.
 //! * `isolate` (`CONCURRENT_FUTURES_MPI=isolate`): a task that aborts fails
 //!   alone with `WorkerDied` naming its rank and its child's pid; the jobs
 //!   before and after it, panics, chunks and the initializer (rerun in the
 //!   replacement child) all work.
+//! * `timeout` (isolate): a zero timeout is refused; a spinning task with a
+//!   200 ms `submit_timeout` fails with `TaskTimeout(200 ms)` while the
+//!   tasks before and after it and a timed task that ends in time succeed;
+//!   the replacement child runs the initializer; the builder's `timeout`
+//!   applies to every task and `map` chunk; the job exits 0.
+//! * `abort_task` (isolate, window 1): `Future::abort` of a spinning task
+//!   that runs (it says so with a marker file) cancels it, its rank kills
+//!   the child and answers, so both ranks take work again, in a fresh
+//!   child; abort of a queued task cancels it.
 //! * `noexec`: rank 0 returns from `main` without making an executor; the
 //!   job ends cleanly and quickly (exit hook).
 //! * `abort`: a task aborts its worker rank; `mpirun` ends the job, which
@@ -131,6 +141,29 @@ fn abort_now() {
     std::process::abort()
 }
 
+/// Never returns: only a timeout or an abort ends it.
+#[task]
+fn spin_forever() {
+    loop {
+        std::hint::spin_loop();
+    }
+}
+
+/// Creates `marker` (saying it runs), then never returns.
+#[task]
+fn spin_marked(marker: String) {
+    std::fs::write(&marker, b"running").unwrap();
+    loop {
+        std::hint::spin_loop();
+    }
+}
+
+/// The process the task runs in.
+#[task]
+fn pid() -> u32 {
+    std::process::id()
+}
+
 // ---------------------------------------------------------------- rank 0
 
 fn under_mpirun() -> bool {
@@ -156,6 +189,8 @@ fn scenario_main(scenario: &str) {
         "cancel" => cancel(),
         "noexec" => {}
         "isolate" => isolate(),
+        "timeout" => timeout(),
+        "abort_task" => abort_task(),
         "abort" => {
             let pool = MpiPoolExecutor::new().unwrap();
             let dying = pool.submit(abort_now, ()).unwrap();
@@ -420,8 +455,161 @@ fn isolate() {
     assert_eq!(chunked[99], 99 * 99);
 }
 
-fn cancel() {
+/// The outcome of `future`, waiting at most [`LIMIT`].
+fn outcome<T>(future: concurrent_futures::Future<T>) -> Result<T, Error> {
+    assert!(future.wait_timeout(LIMIT), "no answer within {LIMIT:?}");
+    future.into_result()
+}
+
+/// Under `CONCURRENT_FUTURES_MPI=isolate`: per-task timeouts kill the
+/// task's child; the rank, the other tasks and the job go on.
+fn timeout() {
+    // A zero timeout is refused before anything else.
+    assert!(matches!(
+        MpiPoolExecutor::builder().timeout(Duration::ZERO).build(),
+        Err(Error::InvalidArgument(_))
+    ));
+    let pool = MpiPoolExecutor::builder()
+        .initializer(set_level, 5)
+        .build()
+        .unwrap();
+    assert!(pool.isolated());
+    assert!(matches!(
+        pool.submit_timeout(square, 2, Duration::ZERO),
+        Err(Error::InvalidArgument(_))
+    ));
+    let before: Vec<_> = (0..10u64)
+        .map(|n| pool.submit(square, n).unwrap())
+        .collect();
+    let start = Instant::now();
+    let stuck = pool
+        .submit_timeout(spin_forever, (), Duration::from_millis(200))
+        .unwrap();
+    let after: Vec<_> = (0..10u64)
+        .map(|n| pool.submit(square, n).unwrap())
+        .collect();
+    // A timed task that finishes in time is unaffected.
+    let quick = pool
+        .submit_timeout(square, 9, Duration::from_secs(30))
+        .unwrap();
+    match outcome(stuck) {
+        Err(Error::TaskTimeout(t)) => assert_eq!(t, Duration::from_millis(200)),
+        other => panic!("{other:?}"),
+    }
+    let took = start.elapsed();
+    println!("timed out after {took:.2?}");
+    assert!(took < Duration::from_secs(20), "{took:?}");
+    for (n, f) in before.into_iter().chain(after).enumerate() {
+        assert_eq!(outcome(f), Ok(((n % 10) * (n % 10)) as u64));
+    }
+    assert_eq!(outcome(quick), Ok(81));
+    // The replacement child ran the initializer; both ranks still work.
+    let levels: Vec<u32> = pool
+        .map(current_level, std::iter::repeat_n((), 20))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(levels, [5; 20]);
+    pool.shutdown(true, false);
+
+    // The builder's timeout applies to every task and every map chunk.
+    let timed = MpiPoolExecutor::builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let stuck: Vec<_> = (0..3)
+        .map(|_| timed.submit(spin_forever, ()).unwrap())
+        .collect();
+    let chunked: Vec<u64> = timed
+        .map_with(square, 0..100u64, MapOptions::new().chunksize(10))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(chunked, (0..100u64).map(|n| n * n).collect::<Vec<_>>());
+    for f in stuck {
+        assert!(matches!(outcome(f), Err(Error::TaskTimeout(_))));
+    }
+    assert_eq!(outcome(timed.submit(square, 12).unwrap()), Ok(144));
+}
+
+/// Under `CONCURRENT_FUTURES_MPI=isolate`: `Future::abort` of a running
+/// task kills its child; the rank gets work again at once.
+fn abort_task() {
+    // Window 1: a rank whose aborted job never answered would get no job.
     let pool = MpiPoolExecutor::builder().window(1).build().unwrap();
+    let marker = std::env::temp_dir().join(format!("cf-mpi-abort-{}", std::process::id()));
+    let _ = std::fs::remove_file(&marker);
+    let children: Vec<u32> = pool
+        .map(pid, std::iter::repeat_n((), 10))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let running = pool
+        .submit(spin_marked, marker.to_str().unwrap().to_string())
+        .unwrap();
+    // Bounded: the task says it runs by creating the marker.
+    let start = Instant::now();
+    while !marker.exists() {
+        assert!(start.elapsed() < LIMIT, "the task never started");
+        std::thread::yield_now();
+    }
+    let _ = std::fs::remove_file(&marker);
+    assert!(running.running());
+    assert!(!running.cancel(), "cancel leaves a running task alone");
+    assert!(running.abort(), "abort stops a running task");
+    assert!(running.cancelled());
+    assert_eq!(running.result_timeout(LIMIT).err(), Some(Error::Cancelled));
+    // Both ranks take work again (the aborted one answered), in a new
+    // child for the aborted one.
+    let after: Vec<(u32, u32)> = pool
+        .map(rank_and_pid, std::iter::repeat_n((), 40))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let ranks: std::collections::BTreeSet<u32> = after.iter().map(|(r, _)| *r).collect();
+    assert_eq!(ranks.into_iter().collect::<Vec<_>>(), [1, 2]);
+    let fresh = after.iter().filter(|(_, p)| !children.contains(p)).count();
+    assert!(
+        fresh > 0,
+        "the aborted rank's child was replaced: {after:?}"
+    );
+    // A queued task is cancelled by abort and never runs.
+    let busy: Vec<_> = (0..2).map(|_| pool.submit(spin_ms, 300).unwrap()).collect();
+    let queued = pool.submit(square, 3).unwrap();
+    assert!(queued.abort());
+    assert!(queued.cancelled());
+    for f in busy {
+        assert!(outcome(f).unwrap() > 0);
+    }
+}
+
+/// The rank and the process the task runs in.
+#[task]
+fn rank_and_pid() -> (u32, u32) {
+    (
+        std::env::var("OMPI_COMM_WORLD_RANK")
+            .ok()
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(u32::MAX),
+        std::process::id(),
+    )
+}
+
+fn cancel() {
+    // Without isolation a running task cannot be stopped: timeouts are
+    // refused, and abort of a running task returns false.
+    assert!(matches!(
+        MpiPoolExecutor::builder()
+            .timeout(Duration::from_secs(1))
+            .build(),
+        Err(Error::InvalidArgument(m)) if m.contains("isolate")
+    ));
+    let pool = MpiPoolExecutor::builder().window(1).build().unwrap();
+    assert!(!pool.isolated());
+    assert!(matches!(
+        pool.submit_timeout(square, 2, Duration::from_secs(1)),
+        Err(Error::InvalidArgument(m)) if m.contains("isolate")
+    ));
     // One long job per rank: both ranks' windows are full.
     let long: Vec<_> = (0..2)
         .map(|_| pool.submit(spin_ms, 1500).unwrap())
@@ -431,6 +619,10 @@ fn cancel() {
         assert!(start.elapsed() < LIMIT, "the long jobs were never sent");
         std::thread::yield_now();
     }
+    assert!(
+        !long[0].abort(),
+        "a running task on a rank cannot be stopped"
+    );
     let queued: Vec<_> = (0..10u64)
         .map(|n| pool.submit(square, n).unwrap())
         .collect();
@@ -450,7 +642,10 @@ fn cancel() {
     // Leaving the executor's scope by panic cancels the queue instead of
     // running it.
     let pool = MpiPoolExecutor::builder().window(1).build().unwrap();
-    let long: Vec<_> = (0..2).map(|_| pool.submit(spin_ms, 500).unwrap()).collect();
+    // Long enough to still run at the drop on a loaded machine.
+    let long: Vec<_> = (0..2)
+        .map(|_| pool.submit(spin_ms, 2000).unwrap())
+        .collect();
     let start = Instant::now();
     while !long.iter().all(|f| f.running()) {
         assert!(start.elapsed() < LIMIT, "the long jobs were never sent");
@@ -573,18 +768,20 @@ fn driver() {
         check(scenario, &run, passed(scenario), &mut failures);
     }
 
-    let run = mpirun(
-        &[
-            "-x",
-            "CONCURRENT_FUTURES_MPI=isolate",
-            "-n",
-            "3",
-            exe,
-            "isolate",
-        ],
-        false,
-    );
-    check("isolate", &run, passed("isolate"), &mut failures);
+    for scenario in ["isolate", "timeout", "abort_task"] {
+        let run = mpirun(
+            &[
+                "-x",
+                "CONCURRENT_FUTURES_MPI=isolate",
+                "-n",
+                "3",
+                exe,
+                scenario,
+            ],
+            false,
+        );
+        check(scenario, &run, passed(scenario), &mut failures);
+    }
 
     let run = mpirun(&["-n", "3", exe, "noexec"], true);
     check(
