@@ -39,6 +39,10 @@
 //!   that runs (it says so with a marker file) cancels it, its rank kills
 //!   the child and answers, so both ranks take work again, in a fresh
 //!   child; abort of a queued task cancels it.
+//! * `scale` (16 ranks, 15 workers, `--mca mpi_yield_when_idle 1`): 20,000
+//!   tasks, a `map_unordered` of 100,000 single items and a `map` of
+//!   100,000 in chunks of 100; every result arrives exactly once and
+//!   right, and every rank takes work.
 //! * `noexec`: rank 0 returns from `main` without making an executor; the
 //!   job ends cleanly and quickly (exit hook).
 //! * `abort`: a task aborts its worker rank; `mpirun` ends the job, which
@@ -190,6 +194,7 @@ fn scenario_main(scenario: &str) {
         "noexec" => {}
         "isolate" => isolate(),
         "timeout" => timeout(),
+        "scale" => scale(),
         "abort_task" => abort_task(),
         "abort" => {
             let pool = MpiPoolExecutor::new().unwrap();
@@ -583,6 +588,67 @@ fn abort_task() {
     }
 }
 
+/// 16 ranks (15 workers) on this machine: 20,000 tasks and a `map` of
+/// 100,000 items, every result exactly once and right, every rank used.
+fn scale() {
+    let pool = MpiPoolExecutor::new().unwrap();
+    let workers = pool.max_workers();
+    assert_eq!(workers, 15);
+    let start = Instant::now();
+    let futures: Vec<_> = (0..20_000u64)
+        .map(|n| pool.submit(tagged_square, n).unwrap())
+        .collect();
+    let mut seen = vec![false; 20_000];
+    let mut ranks = vec![0usize; workers + 1];
+    for f in futures {
+        let (n, sq, on) = outcome(f).unwrap();
+        assert_eq!(sq, n * n);
+        assert!(!std::mem::replace(&mut seen[n as usize], true), "{n} twice");
+        ranks[on as usize] += 1;
+    }
+    assert!(seen.iter().all(|&s| s));
+    println!(
+        "20000 tasks in {:.2?}, per rank {:?}",
+        start.elapsed(),
+        &ranks[1..]
+    );
+    assert!(ranks[1..].iter().all(|&n| n > 0), "{ranks:?}");
+
+    let start = Instant::now();
+    let mut seen = vec![false; 100_000];
+    let opts = MapOptions::new().timeout(LIMIT);
+    for (i, r) in pool
+        .map_unordered_with(square, 0..100_000u64, opts)
+        .unwrap()
+    {
+        assert_eq!(r, Ok((i * i) as u64));
+        assert!(!std::mem::replace(&mut seen[i], true), "{i} twice");
+    }
+    assert!(seen.iter().all(|&s| s));
+    let ordered: Vec<u64> = pool
+        .map_with(square, 0..100_000u64, MapOptions::new().chunksize(100))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(
+        ordered
+            .iter()
+            .enumerate()
+            .all(|(i, &s)| s == (i * i) as u64)
+    );
+    println!("2 maps of 100000 items in {:.2?}", start.elapsed());
+}
+
+/// `n`, its square, and the rank that computed it.
+#[task]
+fn tagged_square(n: u64) -> (u64, u64, u32) {
+    let on = std::env::var("OMPI_COMM_WORLD_RANK")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(u32::MAX);
+    (n, n * n, on)
+}
+
 /// The rank and the process the task runs in.
 #[task]
 fn rank_and_pid() -> (u32, u32) {
@@ -677,10 +743,15 @@ struct Run {
 
 /// Runs `mpirun <args>` under `timeout`, with the root variables.
 fn mpirun(args: &[&str], opt_in: bool) -> Run {
+    mpirun_within(args, opt_in, LIMIT)
+}
+
+/// [`mpirun`], killed after `limit`.
+fn mpirun_within(args: &[&str], opt_in: bool, limit: Duration) -> Run {
     let mut command = Command::new("timeout");
     command
         .arg("--kill-after=5")
-        .arg(LIMIT.as_secs().to_string())
+        .arg(limit.as_secs().to_string())
         .arg("mpirun")
         .arg("--oversubscribe");
     if opt_in {
@@ -782,6 +853,26 @@ fn driver() {
         );
         check(scenario, &run, passed(scenario), &mut failures);
     }
+
+    // 16 ranks on a machine of a few cores: idle ranks must yield, and the
+    // limit is generous (it takes seconds).
+    let run = mpirun_within(
+        &[
+            "--mca",
+            "mpi_yield_when_idle",
+            "1",
+            "-n",
+            "16",
+            exe,
+            "scale",
+        ],
+        true,
+        Duration::from_secs(300),
+    );
+    if std::env::var_os("MPI_TEST_VERBOSE").is_some() {
+        println!("{}", run.output);
+    }
+    check("scale", &run, passed("scale"), &mut failures);
 
     let run = mpirun(&["-n", "3", exe, "noexec"], true);
     check(
