@@ -10,8 +10,9 @@
 //! sent), and receive answers
 //! (`MPI_Improbe` and a matched receive). It spins, then yields, then
 //! sleeps (up to 1 ms, woken at once by a command) while answers are due,
-//! and blocks on its command channel when nothing is in flight: an idle
-//! executor costs no CPU on rank 0.
+//! and blocks on its command channel when nothing is in flight (after the
+//! same spins and yields, so that a caller waiting for each answer finds it
+//! awake): an idle executor costs no CPU on rank 0.
 //!
 //! Guarantees:
 //! * No user code runs on this thread: the done callbacks of the futures it
@@ -475,8 +476,11 @@ impl Loop {
                 continue;
             }
             let waiting = !self.sent.is_empty() || self.inits_out > 0;
-            if !waiting && self.outbox.is_empty() {
-                // Nothing can arrive that we wait for: sleep until told.
+            if !waiting && self.outbox.is_empty() && idle >= SPINS + YIELDS {
+                // Nothing can arrive that we wait for, and nothing came for
+                // a while (the next job of a caller that waits for each
+                // answer comes within microseconds: it finds us polling, not
+                // asleep): sleep until told.
                 match commands.recv() {
                     Ok(Command::Exit(ack)) => return Some(ack),
                     Ok(command) => self.command(command),
