@@ -47,6 +47,9 @@
 //!   job ends cleanly and quickly (exit hook).
 //! * `abort`: a task aborts its worker rank; `mpirun` ends the job, which
 //!   exits non-zero, quickly, with a message naming the dead rank.
+//! * `garbage`: rank 0 sends rank 1 a message it cannot read (through a
+//!   hidden test hook); the worker prints why and exits with status 86,
+//!   and `mpirun` ends the job quickly, non-zero.
 //! * `refuse` (MPMD, the worker is this binary with another build id): the
 //!   build fails naming rank 1 and "another build"; the job still ends
 //!   cleanly.
@@ -162,6 +165,29 @@ fn spin_marked(marker: String) {
     }
 }
 
+/// Runs until the file `release` exists (at most [`LIMIT`]): a long job
+/// that rank 0 ends when it is ready. Returns 0 if it was never released.
+#[task]
+fn hold(release: String) -> u64 {
+    let start = Instant::now();
+    let mut polls = 1;
+    while !std::path::Path::new(&release).exists() {
+        if start.elapsed() > LIMIT {
+            return 0;
+        }
+        std::thread::yield_now();
+        polls += 1;
+    }
+    polls
+}
+
+/// A path for a marker file of this run, absent.
+fn marker(name: &str) -> String {
+    let path = std::env::temp_dir().join(format!("cf-mpi-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    path.to_str().unwrap().to_string()
+}
+
 /// The process the task runs in.
 #[task]
 fn pid() -> u32 {
@@ -202,6 +228,17 @@ fn scenario_main(scenario: &str) {
             println!("submitted a task that aborts its rank");
             // mpirun ends the job long before this times out.
             let outcome = dying.result_timeout(LIMIT);
+            println!("NOT KILLED: {outcome:?}");
+            std::process::exit(3);
+        }
+        "garbage" => {
+            let pool = MpiPoolExecutor::new().unwrap();
+            assert_eq!(outcome(pool.submit(square, 3).unwrap()), Ok(9));
+            pool.__test_send_garbage(1);
+            println!("sent garbage to rank 1");
+            // mpirun ends the job long before this times out.
+            let waiting = pool.submit(spin_ms, 60_000).unwrap();
+            let outcome = waiting.result_timeout(LIMIT);
             println!("NOT KILLED: {outcome:?}");
             std::process::exit(3);
         }
@@ -676,9 +713,10 @@ fn cancel() {
         pool.submit_timeout(square, 2, Duration::from_secs(1)),
         Err(Error::InvalidArgument(m)) if m.contains("isolate")
     ));
-    // One long job per rank: both ranks' windows are full.
+    // One long job per rank: both ranks' windows are full until `release`.
+    let release = marker("cancel-1");
     let long: Vec<_> = (0..2)
-        .map(|_| pool.submit(spin_ms, 1500).unwrap())
+        .map(|_| pool.submit(hold, release.clone()).unwrap())
         .collect();
     let start = Instant::now();
     while !long.iter().all(|f| f.running()) {
@@ -700,17 +738,19 @@ fn cancel() {
         "the queue was cancelled"
     );
     assert!(matches!(pool.submit(square, 1), Err(Error::ShutDown)));
+    std::fs::write(&release, b"go").unwrap();
     for f in long {
-        assert!(f.into_result().unwrap() > 0, "sent jobs run to the end");
+        assert!(outcome(f).unwrap() > 0, "sent jobs run to the end");
     }
     pool.shutdown(true, false);
+    let _ = std::fs::remove_file(&release);
 
     // Leaving the executor's scope by panic cancels the queue instead of
     // running it.
     let pool = MpiPoolExecutor::builder().window(1).build().unwrap();
-    // Long enough to still run at the drop on a loaded machine.
+    let release = marker("cancel-2");
     let long: Vec<_> = (0..2)
-        .map(|_| pool.submit(spin_ms, 2000).unwrap())
+        .map(|_| pool.submit(hold, release.clone()).unwrap())
         .collect();
     let start = Instant::now();
     while !long.iter().all(|f| f.running()) {
@@ -718,10 +758,22 @@ fn cancel() {
         std::thread::yield_now();
     }
     let queued: Vec<_> = (0..5u64).map(|n| pool.submit(square, n).unwrap()).collect();
-    let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
-        let _pool = pool;
-        panic!("leaving the scope by panic");
-    }));
+    let unwound = std::thread::scope(|s| {
+        // The long jobs end once the drop has cancelled the queue.
+        s.spawn(|| {
+            let start = Instant::now();
+            while !queued.iter().all(|f| f.cancelled()) {
+                assert!(start.elapsed() < LIMIT, "the queue was never cancelled");
+                std::thread::yield_now();
+            }
+            std::fs::write(&release, b"go").unwrap();
+        });
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            let _pool = pool;
+            panic!("leaving the scope by panic");
+        }))
+    });
+    let _ = std::fs::remove_file(&release);
     assert!(unwound.is_err());
     assert!(
         queued.iter().all(|f| f.cancelled()),
@@ -896,6 +948,22 @@ fn driver() {
                 && !r.output.contains("NOT KILLED")
                 && r.output.contains("noticed that process rank 1")
                 && r.output.contains("signal 6")
+        },
+        &mut failures,
+    );
+
+    let run = mpirun(&["-n", "3", exe, "garbage"], true);
+    check(
+        "garbage",
+        &run,
+        |r| {
+            // The worker says why and exits 86; mpirun ends the job.
+            r.status.is_some_and(|s| s != 0 && s != 124 && s != 137)
+                && r.elapsed < Duration::from_secs(30)
+                && r.output.contains("sent garbage to rank 1")
+                && !r.output.contains("NOT KILLED")
+                && r.output.contains("concurrent_futures MPI worker rank 1")
+                && r.output.contains("Exit code:    86")
         },
         &mut failures,
     );

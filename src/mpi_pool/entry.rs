@@ -180,6 +180,23 @@ fn serve(isolate: bool) -> Result<(), String> {
     let (universe, _) = mpi::initialize_with_threading(mpi::Threading::Funneled)
         .ok_or("MPI was initialized already")?;
     let world = universe.world();
+    match serve_on(&world, isolate) {
+        Ok(()) => {
+            drop(universe); // MPI_Finalize
+            Ok(())
+        }
+        Err(e) => {
+            // No MPI_Finalize: it would wait for the other ranks, which
+            // wait for rank 0; exiting with an error status (the caller)
+            // makes mpirun end the job.
+            std::mem::forget(universe);
+            Err(e)
+        }
+    }
+}
+
+/// [`serve`] once MPI is initialized.
+fn serve_on(world: &mpi::topology::SimpleCommunicator, isolate: bool) -> Result<(), String> {
     let root = world.process_at_rank(0);
     let me = WorkerId {
         pid: std::process::id(),
@@ -201,9 +218,7 @@ fn serve(isolate: bool) -> Result<(), String> {
     };
     root.send_with_tag(&out[..], hello);
     if isolate {
-        super::isolate::serve(&world, &me)?;
-        drop(universe); // MPI_Finalize
-        return Ok(());
+        return super::isolate::serve(world, &me);
     }
     let mut results = Vec::new();
     loop {
@@ -258,6 +273,5 @@ fn serve(isolate: bool) -> Result<(), String> {
         }
         root.send_with_tag(&out[..], TAG_MESSAGE);
     }
-    drop(universe); // MPI_Finalize
     Ok(())
 }

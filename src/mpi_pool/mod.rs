@@ -576,6 +576,16 @@ impl MpiPoolExecutor {
         client::chunk_source::<_, F, A, M, I>(Arc::clone(&self.shared), items, chunksize)
     }
 
+    /// Tests only (not part of the API): sends worker `rank` a message it
+    /// cannot read, which makes it exit with status 86 (and `mpirun` end
+    /// the job).
+    #[doc(hidden)]
+    pub fn __test_send_garbage(&self, rank: u32) {
+        self.shared
+            .thread
+            .send(thread::Command::Garbage(rank as i32));
+    }
+
     /// Stops accepting tasks: later submits fail with [`Error::ShutDown`].
     ///
     /// Queued tasks (not sent to a rank yet) still run, unless

@@ -72,6 +72,8 @@ pub(super) enum Command {
     Exit(Sender<()>),
     /// `Future::abort` of the sent job of this id: its rank stops it.
     Abort(u64),
+    /// Tests only: send this rank a message it cannot read.
+    Garbage(i32),
 }
 
 /// The handle on the process's MPI thread.
@@ -511,6 +513,10 @@ impl Loop {
     fn command(&mut self, command: Command) {
         match command {
             Command::Wake | Command::Exit(_) => {}
+            Command::Garbage(rank) => {
+                // Not a protocol message: an unknown variant tag.
+                self.outbox.send(rank, TAG_MESSAGE, vec![0xff; 16]);
+            }
             Command::Abort(id) => {
                 // Answered meanwhile: nothing to stop.
                 if let Some(sent) = self.sent.get(&id) {
