@@ -49,7 +49,8 @@
 //!   exits non-zero, quickly, with a message naming the dead rank.
 //! * `garbage`: rank 0 sends rank 1 a message it cannot read (through a
 //!   hidden test hook); the worker prints why and exits with status 86,
-//!   and `mpirun` ends the job quickly, non-zero.
+//!   and `mpirun` ends the job quickly, non-zero. `garbage_isolated`: the
+//!   same with isolation, while the rank's child spins forever.
 //! * `refuse` (MPMD, the worker is this binary with another build id): the
 //!   build fails naming rank 1 and "another build"; the job still ends
 //!   cleanly.
@@ -234,6 +235,11 @@ fn scenario_main(scenario: &str) {
         "garbage" => {
             let pool = MpiPoolExecutor::new().unwrap();
             assert_eq!(outcome(pool.submit(square, 3).unwrap()), Ok(9));
+            // With isolation, a task that never ends must not hold the
+            // rank's exit up (the first job goes to rank 1).
+            let _stuck = pool
+                .isolated()
+                .then(|| pool.submit(spin_forever, ()).unwrap());
             pool.__test_send_garbage(1);
             println!("sent garbage to rank 1");
             // mpirun ends the job long before this times out.
@@ -867,6 +873,17 @@ fn passed(scenario: &'static str) -> impl Fn(&Run) -> bool {
     move |run| run.status == Some(0) && run.output.contains(&format!("PASS {scenario}"))
 }
 
+/// The worker that got garbage said why and exited 86; mpirun ended the
+/// job quickly.
+fn garbage_killed(r: &Run) -> bool {
+    r.status.is_some_and(|s| s != 0 && s != 124 && s != 137)
+        && r.elapsed < Duration::from_secs(30)
+        && r.output.contains("sent garbage to rank 1")
+        && !r.output.contains("NOT KILLED")
+        && r.output.contains("concurrent_futures MPI worker rank 1")
+        && r.output.contains("Exit code:    86")
+}
+
 fn driver() {
     let exe = me();
     let exe = exe.to_str().unwrap();
@@ -952,23 +969,16 @@ fn driver() {
         &mut failures,
     );
 
-    let run = mpirun(&["-n", "3", exe, "garbage"], true);
-    check(
-        "garbage",
-        &run,
-        |r| {
-            // The worker says why and exits 86; mpirun ends the job.
-            r.status.is_some_and(|s| s != 0 && s != 124 && s != 137)
-                && r.elapsed < Duration::from_secs(30)
-                && r.output.contains("sent garbage to rank 1")
-                && !r.output.contains("NOT KILLED")
-                && r.output.contains("concurrent_futures MPI worker rank 1")
-                && r.output.contains("Exit code:    86")
-        },
-        &mut failures,
-    );
+    for (name, opt_in) in [
+        ("garbage", "CONCURRENT_FUTURES_MPI=1"),
+        ("garbage_isolated", "CONCURRENT_FUTURES_MPI=isolate"),
+    ] {
+        let run = mpirun(&["-x", opt_in, "-n", "3", exe, "garbage"], false);
+        check(name, &run, garbage_killed, &mut failures);
+    }
 
     let other = other_build();
+
     let run = mpirun(
         &[
             "-n",

@@ -103,51 +103,67 @@ pub(super) fn serve(world: &SimpleCommunicator, me: &WorkerId) -> Result<(), Str
         out: Vec::new(),
         results: Vec::new(),
     };
-    let mut idle = 0u32;
-    loop {
-        let mut progress = false;
-        if let Some(message) = rank.root.immediate_matched_probe() {
-            progress = true;
-            let (body, status) = message.matched_receive_vec::<u8>();
-            match status.tag() {
-                TAG_SHUTDOWN => break,
-                TAG_MESSAGE => {
-                    if !rank.request(&body, None)? {
-                        break;
-                    }
-                }
-                TAG_RUN_TIMED => {
-                    let (timeout, run) = wire::untimed(&body)?;
-                    rank.request(run, Some(timeout))?;
-                }
-                TAG_ABORT => rank.abort(wire::read_id(&body)?),
-                tag => return Err(format!("unexpected MPI tag {tag}")),
-            }
-        }
-        progress |= rank.forward_answers()?;
-        if progress {
-            idle = 0;
-            continue;
-        }
-        idle = idle.saturating_add(1);
-        if idle <= 200 {
-            std::hint::spin_loop();
-        } else if idle <= 250 {
-            std::thread::yield_now();
-        } else {
-            let k = (idle - 250).min(10);
-            let wait = Duration::from_micros(1 << k).min(Duration::from_millis(1));
-            if let Ok(answer) = rank.answered.recv_timeout(wait) {
-                rank.send_answer(answer)?;
-                idle = 0;
-            }
-        }
+    let served = rank.serve();
+    if served.is_err() {
+        // Exiting on an error (status 86): the child's tasks must not
+        // hold the rank up.
+        rank.pool.shutdown(false, true);
+        rank.pool.kill_workers();
+        return served;
     }
     // Let the jobs still in the child finish; rank 0 receives their
     // answers while it exits.
     rank.pool.shutdown(true, false);
     rank.forward_answers()?;
     Ok(())
+}
+
+impl Isolating<'_> {
+    /// Serves rank 0 until it says to stop.
+    fn serve(&mut self) -> Result<(), String> {
+        let rank = self;
+        let mut idle = 0u32;
+        loop {
+            let mut progress = false;
+            if let Some(message) = rank.root.immediate_matched_probe() {
+                progress = true;
+                let (body, status) = message.matched_receive_vec::<u8>();
+                match status.tag() {
+                    TAG_SHUTDOWN => break,
+                    TAG_MESSAGE => {
+                        if !rank.request(&body, None)? {
+                            break;
+                        }
+                    }
+                    TAG_RUN_TIMED => {
+                        let (timeout, run) = wire::untimed(&body)?;
+                        rank.request(run, Some(timeout))?;
+                    }
+                    TAG_ABORT => rank.abort(wire::read_id(&body)?),
+                    tag => return Err(format!("unexpected MPI tag {tag}")),
+                }
+            }
+            progress |= rank.forward_answers()?;
+            if progress {
+                idle = 0;
+                continue;
+            }
+            idle = idle.saturating_add(1);
+            if idle <= 200 {
+                std::hint::spin_loop();
+            } else if idle <= 250 {
+                std::thread::yield_now();
+            } else {
+                let k = (idle - 250).min(10);
+                let wait = Duration::from_micros(1 << k).min(Duration::from_millis(1));
+                if let Ok(answer) = rank.answered.recv_timeout(wait) {
+                    rank.send_answer(answer)?;
+                    idle = 0;
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// An isolating rank's state.
