@@ -24,15 +24,33 @@
 //!   while sent ones run to the end; `Future::cancel` of a queued job; submit
 //!   after shutdown fails with `ShutDown`; jobs sent count as running;
 //!   dropping the executor while panicking cancels the queue and waits for
-//!   the sent jobs.
+//!   the sent jobs. Without isolation, `timeout`/`submit_timeout` are
+//!   `InvalidArgument` and `abort` of a running task returns false.
 //! * `isolate` (`CONCURRENT_FUTURES_MPI=isolate`): a task that aborts fails
 //!   alone with `WorkerDied` naming its rank and its child's pid; the jobs
 //!   before and after it, panics, chunks and the initializer (rerun in the
 //!   replacement child) all work.
+//! * `timeout` (isolate): a zero timeout is refused; a spinning task with a
+//!   200 ms `submit_timeout` fails with `TaskTimeout(200 ms)` while the
+//!   tasks before and after it and a timed task that ends in time succeed;
+//!   the replacement child runs the initializer; the builder's `timeout`
+//!   applies to every task and `map` chunk; the job exits 0.
+//! * `abort_task` (isolate, window 1): `Future::abort` of a spinning task
+//!   that runs (it says so with a marker file) cancels it, its rank kills
+//!   the child and answers, so both ranks take work again, in a fresh
+//!   child; abort of a queued task cancels it.
+//! * `scale` (16 ranks, 15 workers, `--mca mpi_yield_when_idle 1`): 20,000
+//!   tasks, a `map_unordered` of 100,000 single items and a `map` of
+//!   100,000 in chunks of 100; every result arrives exactly once and
+//!   right, and every rank takes work.
 //! * `noexec`: rank 0 returns from `main` without making an executor; the
 //!   job ends cleanly and quickly (exit hook).
 //! * `abort`: a task aborts its worker rank; `mpirun` ends the job, which
 //!   exits non-zero, quickly, with a message naming the dead rank.
+//! * `garbage`: rank 0 sends rank 1 a message it cannot read (through a
+//!   hidden test hook); the worker prints why and exits with status 86,
+//!   and `mpirun` ends the job quickly, non-zero. `garbage_isolated`: the
+//!   same with isolation, while the rank's child spins forever.
 //! * `refuse` (MPMD, the worker is this binary with another build id): the
 //!   build fails naming rank 1 and "another build"; the job still ends
 //!   cleanly.
@@ -131,6 +149,52 @@ fn abort_now() {
     std::process::abort()
 }
 
+/// Never returns: only a timeout or an abort ends it.
+#[task]
+fn spin_forever() {
+    loop {
+        std::hint::spin_loop();
+    }
+}
+
+/// Creates `marker` (saying it runs), then never returns.
+#[task]
+fn spin_marked(marker: String) {
+    std::fs::write(&marker, b"running").unwrap();
+    loop {
+        std::hint::spin_loop();
+    }
+}
+
+/// Runs until the file `release` exists (at most [`LIMIT`]): a long job
+/// that rank 0 ends when it is ready. Returns 0 if it was never released.
+#[task]
+fn hold(release: String) -> u64 {
+    let start = Instant::now();
+    let mut polls = 1;
+    while !std::path::Path::new(&release).exists() {
+        if start.elapsed() > LIMIT {
+            return 0;
+        }
+        std::thread::yield_now();
+        polls += 1;
+    }
+    polls
+}
+
+/// A path for a marker file of this run, absent.
+fn marker(name: &str) -> String {
+    let path = std::env::temp_dir().join(format!("cf-mpi-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    path.to_str().unwrap().to_string()
+}
+
+/// The process the task runs in.
+#[task]
+fn pid() -> u32 {
+    std::process::id()
+}
+
 // ---------------------------------------------------------------- rank 0
 
 fn under_mpirun() -> bool {
@@ -156,12 +220,31 @@ fn scenario_main(scenario: &str) {
         "cancel" => cancel(),
         "noexec" => {}
         "isolate" => isolate(),
+        "timeout" => timeout(),
+        "scale" => scale(),
+        "abort_task" => abort_task(),
         "abort" => {
             let pool = MpiPoolExecutor::new().unwrap();
             let dying = pool.submit(abort_now, ()).unwrap();
             println!("submitted a task that aborts its rank");
             // mpirun ends the job long before this times out.
             let outcome = dying.result_timeout(LIMIT);
+            println!("NOT KILLED: {outcome:?}");
+            std::process::exit(3);
+        }
+        "garbage" => {
+            let pool = MpiPoolExecutor::new().unwrap();
+            assert_eq!(outcome(pool.submit(square, 3).unwrap()), Ok(9));
+            // With isolation, a task that never ends must not hold the
+            // rank's exit up (the first job goes to rank 1).
+            let _stuck = pool
+                .isolated()
+                .then(|| pool.submit(spin_forever, ()).unwrap());
+            pool.__test_send_garbage(1);
+            println!("sent garbage to rank 1");
+            // mpirun ends the job long before this times out.
+            let waiting = pool.submit(spin_ms, 60_000).unwrap();
+            let outcome = waiting.result_timeout(LIMIT);
             println!("NOT KILLED: {outcome:?}");
             std::process::exit(3);
         }
@@ -420,17 +503,236 @@ fn isolate() {
     assert_eq!(chunked[99], 99 * 99);
 }
 
-fn cancel() {
+/// The outcome of `future`, waiting at most [`LIMIT`].
+fn outcome<T>(future: concurrent_futures::Future<T>) -> Result<T, Error> {
+    assert!(future.wait_timeout(LIMIT), "no answer within {LIMIT:?}");
+    future.into_result()
+}
+
+/// Under `CONCURRENT_FUTURES_MPI=isolate`: per-task timeouts kill the
+/// task's child; the rank, the other tasks and the job go on.
+fn timeout() {
+    // A zero timeout is refused before anything else.
+    assert!(matches!(
+        MpiPoolExecutor::builder().timeout(Duration::ZERO).build(),
+        Err(Error::InvalidArgument(_))
+    ));
+    let pool = MpiPoolExecutor::builder()
+        .initializer(set_level, 5)
+        .build()
+        .unwrap();
+    assert!(pool.isolated());
+    assert!(matches!(
+        pool.submit_timeout(square, 2, Duration::ZERO),
+        Err(Error::InvalidArgument(_))
+    ));
+    let before: Vec<_> = (0..10u64)
+        .map(|n| pool.submit(square, n).unwrap())
+        .collect();
+    let start = Instant::now();
+    let stuck = pool
+        .submit_timeout(spin_forever, (), Duration::from_millis(200))
+        .unwrap();
+    let after: Vec<_> = (0..10u64)
+        .map(|n| pool.submit(square, n).unwrap())
+        .collect();
+    // A timed task that finishes in time is unaffected.
+    let quick = pool
+        .submit_timeout(square, 9, Duration::from_secs(30))
+        .unwrap();
+    match outcome(stuck) {
+        Err(Error::TaskTimeout(t)) => assert_eq!(t, Duration::from_millis(200)),
+        other => panic!("{other:?}"),
+    }
+    let took = start.elapsed();
+    println!("timed out after {took:.2?}");
+    assert!(took < Duration::from_secs(20), "{took:?}");
+    for (n, f) in before.into_iter().chain(after).enumerate() {
+        assert_eq!(outcome(f), Ok(((n % 10) * (n % 10)) as u64));
+    }
+    assert_eq!(outcome(quick), Ok(81));
+    // The replacement child ran the initializer; both ranks still work.
+    let levels: Vec<u32> = pool
+        .map(current_level, std::iter::repeat_n((), 20))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(levels, [5; 20]);
+    pool.shutdown(true, false);
+
+    // The builder's timeout applies to every task and every map chunk.
+    let timed = MpiPoolExecutor::builder()
+        .timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let stuck: Vec<_> = (0..3)
+        .map(|_| timed.submit(spin_forever, ()).unwrap())
+        .collect();
+    let chunked: Vec<u64> = timed
+        .map_with(square, 0..100u64, MapOptions::new().chunksize(10))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(chunked, (0..100u64).map(|n| n * n).collect::<Vec<_>>());
+    for f in stuck {
+        assert!(matches!(outcome(f), Err(Error::TaskTimeout(_))));
+    }
+    assert_eq!(outcome(timed.submit(square, 12).unwrap()), Ok(144));
+}
+
+/// Under `CONCURRENT_FUTURES_MPI=isolate`: `Future::abort` of a running
+/// task kills its child; the rank gets work again at once.
+fn abort_task() {
+    // Window 1: a rank whose aborted job never answered would get no job.
     let pool = MpiPoolExecutor::builder().window(1).build().unwrap();
-    // One long job per rank: both ranks' windows are full.
+    let marker = std::env::temp_dir().join(format!("cf-mpi-abort-{}", std::process::id()));
+    let _ = std::fs::remove_file(&marker);
+    let children: Vec<u32> = pool
+        .map(pid, std::iter::repeat_n((), 10))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let running = pool
+        .submit(spin_marked, marker.to_str().unwrap().to_string())
+        .unwrap();
+    // Bounded: the task says it runs by creating the marker.
+    let start = Instant::now();
+    while !marker.exists() {
+        assert!(start.elapsed() < LIMIT, "the task never started");
+        std::thread::yield_now();
+    }
+    let _ = std::fs::remove_file(&marker);
+    assert!(running.running());
+    assert!(!running.cancel(), "cancel leaves a running task alone");
+    assert!(running.abort(), "abort stops a running task");
+    assert!(running.cancelled());
+    assert_eq!(running.result_timeout(LIMIT).err(), Some(Error::Cancelled));
+    // Both ranks take work again (the aborted one answered), in a new
+    // child for the aborted one.
+    let after: Vec<(u32, u32)> = pool
+        .map(rank_and_pid, std::iter::repeat_n((), 40))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let ranks: std::collections::BTreeSet<u32> = after.iter().map(|(r, _)| *r).collect();
+    assert_eq!(ranks.into_iter().collect::<Vec<_>>(), [1, 2]);
+    let fresh = after.iter().filter(|(_, p)| !children.contains(p)).count();
+    assert!(
+        fresh > 0,
+        "the aborted rank's child was replaced: {after:?}"
+    );
+    // A queued task is cancelled by abort and never runs.
+    let busy: Vec<_> = (0..2).map(|_| pool.submit(spin_ms, 300).unwrap()).collect();
+    let queued = pool.submit(square, 3).unwrap();
+    assert!(queued.abort());
+    assert!(queued.cancelled());
+    for f in busy {
+        assert!(outcome(f).unwrap() > 0);
+    }
+}
+
+/// 16 ranks (15 workers) on this machine: 20,000 tasks and a `map` of
+/// 100,000 items, every result exactly once and right, every rank used.
+fn scale() {
+    let pool = MpiPoolExecutor::new().unwrap();
+    let workers = pool.max_workers();
+    assert_eq!(workers, 15);
+    let start = Instant::now();
+    let futures: Vec<_> = (0..20_000u64)
+        .map(|n| pool.submit(tagged_square, n).unwrap())
+        .collect();
+    let mut seen = vec![false; 20_000];
+    let mut ranks = vec![0usize; workers + 1];
+    for f in futures {
+        let (n, sq, on) = outcome(f).unwrap();
+        assert_eq!(sq, n * n);
+        assert!(!std::mem::replace(&mut seen[n as usize], true), "{n} twice");
+        ranks[on as usize] += 1;
+    }
+    assert!(seen.iter().all(|&s| s));
+    println!(
+        "20000 tasks in {:.2?}, per rank {:?}",
+        start.elapsed(),
+        &ranks[1..]
+    );
+    assert!(ranks[1..].iter().all(|&n| n > 0), "{ranks:?}");
+
+    let start = Instant::now();
+    let mut seen = vec![false; 100_000];
+    let opts = MapOptions::new().timeout(LIMIT);
+    for (i, r) in pool
+        .map_unordered_with(square, 0..100_000u64, opts)
+        .unwrap()
+    {
+        assert_eq!(r, Ok((i * i) as u64));
+        assert!(!std::mem::replace(&mut seen[i], true), "{i} twice");
+    }
+    assert!(seen.iter().all(|&s| s));
+    let ordered: Vec<u64> = pool
+        .map_with(square, 0..100_000u64, MapOptions::new().chunksize(100))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(
+        ordered
+            .iter()
+            .enumerate()
+            .all(|(i, &s)| s == (i * i) as u64)
+    );
+    println!("2 maps of 100000 items in {:.2?}", start.elapsed());
+}
+
+/// `n`, its square, and the rank that computed it.
+#[task]
+fn tagged_square(n: u64) -> (u64, u64, u32) {
+    let on = std::env::var("OMPI_COMM_WORLD_RANK")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(u32::MAX);
+    (n, n * n, on)
+}
+
+/// The rank and the process the task runs in.
+#[task]
+fn rank_and_pid() -> (u32, u32) {
+    (
+        std::env::var("OMPI_COMM_WORLD_RANK")
+            .ok()
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(u32::MAX),
+        std::process::id(),
+    )
+}
+
+fn cancel() {
+    // Without isolation a running task cannot be stopped: timeouts are
+    // refused, and abort of a running task returns false.
+    assert!(matches!(
+        MpiPoolExecutor::builder()
+            .timeout(Duration::from_secs(1))
+            .build(),
+        Err(Error::InvalidArgument(m)) if m.contains("isolate")
+    ));
+    let pool = MpiPoolExecutor::builder().window(1).build().unwrap();
+    assert!(!pool.isolated());
+    assert!(matches!(
+        pool.submit_timeout(square, 2, Duration::from_secs(1)),
+        Err(Error::InvalidArgument(m)) if m.contains("isolate")
+    ));
+    // One long job per rank: both ranks' windows are full until `release`.
+    let release = marker("cancel-1");
     let long: Vec<_> = (0..2)
-        .map(|_| pool.submit(spin_ms, 1500).unwrap())
+        .map(|_| pool.submit(hold, release.clone()).unwrap())
         .collect();
     let start = Instant::now();
     while !long.iter().all(|f| f.running()) {
         assert!(start.elapsed() < LIMIT, "the long jobs were never sent");
         std::thread::yield_now();
     }
+    assert!(
+        !long[0].abort(),
+        "a running task on a rank cannot be stopped"
+    );
     let queued: Vec<_> = (0..10u64)
         .map(|n| pool.submit(square, n).unwrap())
         .collect();
@@ -442,25 +744,42 @@ fn cancel() {
         "the queue was cancelled"
     );
     assert!(matches!(pool.submit(square, 1), Err(Error::ShutDown)));
+    std::fs::write(&release, b"go").unwrap();
     for f in long {
-        assert!(f.into_result().unwrap() > 0, "sent jobs run to the end");
+        assert!(outcome(f).unwrap() > 0, "sent jobs run to the end");
     }
     pool.shutdown(true, false);
+    let _ = std::fs::remove_file(&release);
 
     // Leaving the executor's scope by panic cancels the queue instead of
     // running it.
     let pool = MpiPoolExecutor::builder().window(1).build().unwrap();
-    let long: Vec<_> = (0..2).map(|_| pool.submit(spin_ms, 500).unwrap()).collect();
+    let release = marker("cancel-2");
+    let long: Vec<_> = (0..2)
+        .map(|_| pool.submit(hold, release.clone()).unwrap())
+        .collect();
     let start = Instant::now();
     while !long.iter().all(|f| f.running()) {
         assert!(start.elapsed() < LIMIT, "the long jobs were never sent");
         std::thread::yield_now();
     }
     let queued: Vec<_> = (0..5u64).map(|n| pool.submit(square, n).unwrap()).collect();
-    let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
-        let _pool = pool;
-        panic!("leaving the scope by panic");
-    }));
+    let unwound = std::thread::scope(|s| {
+        // The long jobs end once the drop has cancelled the queue.
+        s.spawn(|| {
+            let start = Instant::now();
+            while !queued.iter().all(|f| f.cancelled()) {
+                assert!(start.elapsed() < LIMIT, "the queue was never cancelled");
+                std::thread::yield_now();
+            }
+            std::fs::write(&release, b"go").unwrap();
+        });
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            let _pool = pool;
+            panic!("leaving the scope by panic");
+        }))
+    });
+    let _ = std::fs::remove_file(&release);
     assert!(unwound.is_err());
     assert!(
         queued.iter().all(|f| f.cancelled()),
@@ -482,10 +801,15 @@ struct Run {
 
 /// Runs `mpirun <args>` under `timeout`, with the root variables.
 fn mpirun(args: &[&str], opt_in: bool) -> Run {
+    mpirun_within(args, opt_in, LIMIT)
+}
+
+/// [`mpirun`], killed after `limit`.
+fn mpirun_within(args: &[&str], opt_in: bool, limit: Duration) -> Run {
     let mut command = Command::new("timeout");
     command
         .arg("--kill-after=5")
-        .arg(LIMIT.as_secs().to_string())
+        .arg(limit.as_secs().to_string())
         .arg("mpirun")
         .arg("--oversubscribe");
     if opt_in {
@@ -549,6 +873,17 @@ fn passed(scenario: &'static str) -> impl Fn(&Run) -> bool {
     move |run| run.status == Some(0) && run.output.contains(&format!("PASS {scenario}"))
 }
 
+/// The worker that got garbage said why and exited 86; mpirun ended the
+/// job quickly.
+fn garbage_killed(r: &Run) -> bool {
+    r.status.is_some_and(|s| s != 0 && s != 124 && s != 137)
+        && r.elapsed < Duration::from_secs(30)
+        && r.output.contains("sent garbage to rank 1")
+        && !r.output.contains("NOT KILLED")
+        && r.output.contains("concurrent_futures MPI worker rank 1")
+        && r.output.contains("Exit code:    86")
+}
+
 fn driver() {
     let exe = me();
     let exe = exe.to_str().unwrap();
@@ -573,18 +908,40 @@ fn driver() {
         check(scenario, &run, passed(scenario), &mut failures);
     }
 
-    let run = mpirun(
+    for scenario in ["isolate", "timeout", "abort_task"] {
+        let run = mpirun(
+            &[
+                "-x",
+                "CONCURRENT_FUTURES_MPI=isolate",
+                "-n",
+                "3",
+                exe,
+                scenario,
+            ],
+            false,
+        );
+        check(scenario, &run, passed(scenario), &mut failures);
+    }
+
+    // 16 ranks on a machine of a few cores: idle ranks must yield, and the
+    // limit is generous (it takes seconds).
+    let run = mpirun_within(
         &[
-            "-x",
-            "CONCURRENT_FUTURES_MPI=isolate",
+            "--mca",
+            "mpi_yield_when_idle",
+            "1",
             "-n",
-            "3",
+            "16",
             exe,
-            "isolate",
+            "scale",
         ],
-        false,
+        true,
+        Duration::from_secs(300),
     );
-    check("isolate", &run, passed("isolate"), &mut failures);
+    if std::env::var_os("MPI_TEST_VERBOSE").is_some() {
+        println!("{}", run.output);
+    }
+    check("scale", &run, passed("scale"), &mut failures);
 
     let run = mpirun(&["-n", "3", exe, "noexec"], true);
     check(
@@ -612,7 +969,16 @@ fn driver() {
         &mut failures,
     );
 
+    for (name, opt_in) in [
+        ("garbage", "CONCURRENT_FUTURES_MPI=1"),
+        ("garbage_isolated", "CONCURRENT_FUTURES_MPI=isolate"),
+    ] {
+        let run = mpirun(&["-x", opt_in, "-n", "3", exe, "garbage"], false);
+        check(name, &run, garbage_killed, &mut failures);
+    }
+
     let other = other_build();
+
     let run = mpirun(
         &[
             "-n",

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -36,6 +37,7 @@ pub const DEFAULT_WINDOW: usize = 8;
 pub struct MpiPoolBuilder {
     window: usize,
     initializer: Option<Result<InitCall, Error>>,
+    timeout: Option<Duration>,
 }
 
 impl Default for MpiPoolBuilder {
@@ -49,13 +51,14 @@ impl fmt::Debug for MpiPoolBuilder {
         f.debug_struct("MpiPoolBuilder")
             .field("window", &self.window)
             .field("initializer", &self.initializer.is_some())
+            .field("timeout", &self.timeout)
             .finish()
     }
 }
 
 impl MpiPoolBuilder {
     /// The defaults: a window of [`DEFAULT_WINDOW`] jobs per worker rank,
-    /// no initializer.
+    /// no initializer, no per-task timeout.
     ///
     /// # Examples
     ///
@@ -69,6 +72,7 @@ impl MpiPoolBuilder {
         MpiPoolBuilder {
             window: DEFAULT_WINDOW,
             initializer: None,
+            timeout: None,
         }
     }
 
@@ -88,6 +92,44 @@ impl MpiPoolBuilder {
     /// ```
     pub fn window(mut self, jobs: usize) -> MpiPoolBuilder {
         self.window = jobs;
+        self
+    }
+
+    /// A per-task timeout for every task (each `submit`, each `map`
+    /// chunk): a task still running `timeout` after its rank's child
+    /// process received it is stopped, the child is killed and replaced
+    /// (it runs the initializer again), and the future fails with
+    /// [`Error::TaskTimeout`]; the rank and the MPI job go on.
+    ///
+    /// It needs task isolation (`CONCURRENT_FUTURES_MPI=isolate`, see the
+    /// [module docs](super)): without it a task runs on the rank itself,
+    /// which MPI cannot stop without ending the whole job, so
+    /// [`build`](Self::build) fails with [`Error::InvalidArgument`] rather
+    /// than promise a deadline it cannot keep. A zero timeout is an
+    /// [`Error::InvalidArgument`] too.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use concurrent_futures::{Error, MpiPoolBuilder, task};
+    /// use std::time::Duration;
+    ///
+    /// #[task]
+    /// fn spin() {
+    ///     loop {
+    ///         std::hint::spin_loop();
+    ///     }
+    /// }
+    ///
+    /// fn main() {
+    ///     // mpirun -x CONCURRENT_FUTURES_MPI=isolate -n 3 ./app
+    ///     let pool = MpiPoolBuilder::new().timeout(Duration::from_millis(200)).build().unwrap();
+    ///     let stuck = pool.submit(spin, ()).unwrap();
+    ///     assert!(matches!(stuck.into_result(), Err(Error::TaskTimeout(_))));
+    /// }
+    /// ```
+    pub fn timeout(mut self, timeout: Duration) -> MpiPoolBuilder {
+        self.timeout = Some(timeout);
         self
     }
 
@@ -140,7 +182,9 @@ impl MpiPoolBuilder {
     /// in (see the [module docs](super)) or with a single rank, and with
     /// [`Error::SpawnFailed`] naming the rank if a worker rank runs another
     /// build of the program or never answers; the message says how to
-    /// launch the program. It never waits for more than a minute.
+    /// launch the program. It never waits for more than a minute. A
+    /// [`timeout`](Self::timeout) that is zero, or without task isolation,
+    /// is an [`Error::InvalidArgument`].
     ///
     /// # Examples
     ///
@@ -157,11 +201,18 @@ impl MpiPoolBuilder {
         if self.window == 0 {
             return Err(Error::InvalidArgument("window must be at least 1".into()));
         }
+        if self.timeout == Some(Duration::ZERO) {
+            return Err(Error::InvalidArgument("timeout must not be zero".into()));
+        }
         let initializer = self.initializer.transpose()?;
         let thread = MpiThread::get()?;
+        if self.timeout.is_some() {
+            thread.check_isolated()?;
+        }
         let config = Config {
             window: self.window,
             initializer,
+            timeout: self.timeout,
         };
         let shared = Arc::new(Shared::new(config, thread));
         if !thread.send(Command::Attach(Arc::clone(&shared))) {

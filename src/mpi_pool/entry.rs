@@ -27,6 +27,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use mpi::traits::*;
 use serde_bytes::Bytes;
 
+use super::wire::{TAG_MESSAGE, TAG_READY_ISOLATED, TAG_SHUTDOWN};
 use crate::WorkerId;
 use crate::remote::message::{self, FromWorkerRef, PROTOCOL_VERSION, ToWorkerRef};
 use crate::remote::serve;
@@ -44,12 +45,6 @@ use crate::remote::tasks::build_identity;
 /// mpirun -x CONCURRENT_FUTURES_MPI=isolate -n 4 ./app
 /// ```
 pub const OPT_IN_ENV: &str = "CONCURRENT_FUTURES_MPI";
-
-/// The MPI tag of every protocol message, both ways.
-pub(super) const TAG_MESSAGE: i32 = 1;
-/// The MPI tag of the shutdown order (an empty body, understood by a worker
-/// of any build or protocol version).
-pub(super) const TAG_SHUTDOWN: i32 = 2;
 
 /// Exit status of a worker rank that received garbage.
 const EXIT_PROTOCOL: i32 = 86;
@@ -185,6 +180,23 @@ fn serve(isolate: bool) -> Result<(), String> {
     let (universe, _) = mpi::initialize_with_threading(mpi::Threading::Funneled)
         .ok_or("MPI was initialized already")?;
     let world = universe.world();
+    match serve_on(&world, isolate) {
+        Ok(()) => {
+            drop(universe); // MPI_Finalize
+            Ok(())
+        }
+        Err(e) => {
+            // No MPI_Finalize: it would wait for the other ranks, which
+            // wait for rank 0; exiting with an error status (the caller)
+            // makes mpirun end the job.
+            std::mem::forget(universe);
+            Err(e)
+        }
+    }
+}
+
+/// [`serve`] once MPI is initialized.
+fn serve_on(world: &mpi::topology::SimpleCommunicator, isolate: bool) -> Result<(), String> {
     let root = world.process_at_rank(0);
     let me = WorkerId {
         pid: std::process::id(),
@@ -198,17 +210,26 @@ fn serve(isolate: bool) -> Result<(), String> {
         worker: me.clone(),
     };
     message::append(&ready, &mut out).map_err(|e| e.to_string())?;
-    root.send_with_tag(&out[..], TAG_MESSAGE);
+    // The tag says whether this rank can stop a running task.
+    let hello = if isolate {
+        TAG_READY_ISOLATED
+    } else {
+        TAG_MESSAGE
+    };
+    root.send_with_tag(&out[..], hello);
     if isolate {
-        super::isolate::serve(&world, &me)?;
-        drop(universe); // MPI_Finalize
-        return Ok(());
+        return super::isolate::serve(world, &me);
     }
     let mut results = Vec::new();
     loop {
         let (body, status) = root.matched_probe().matched_receive_vec::<u8>();
         if status.tag() == TAG_SHUTDOWN {
             break;
+        }
+        if status.tag() != TAG_MESSAGE {
+            // A timed job or an abort: never sent to a rank that does not
+            // isolate, and never run without its deadline.
+            return Err(format!("unexpected MPI tag {}", status.tag()));
         }
         let request = message::decode::<ToWorkerRef>(&body).map_err(|e| e.to_string())?;
         results.clear();
@@ -252,6 +273,5 @@ fn serve(isolate: bool) -> Result<(), String> {
         }
         root.send_with_tag(&out[..], TAG_MESSAGE);
     }
-    drop(universe); // MPI_Finalize
     Ok(())
 }

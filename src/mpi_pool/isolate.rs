@@ -7,6 +7,11 @@
 //! Guarantees:
 //! * every job gets exactly one answer; answers may overtake each other
 //!   (rank 0 matches them by id);
+//! * a job with a timeout (`TAG_RUN_TIMED`) runs under that deadline in the
+//!   local pool, counted from when its child receives it: past it the child
+//!   is killed and replaced and the answer is `TAG_STOPPED`; an abort
+//!   (`TAG_ABORT`) of a job that runs does the same, of a job that waits
+//!   cancels it;
 //! * a child that dies fails the job it ran (every item of a chunk) and is
 //!   replaced; the jobs queued behind it run in the new child;
 //! * an initializer runs on the rank itself (its outcome is the answer rank
@@ -15,6 +20,7 @@
 //!   and the answers of its child (spinning, then yielding, then sleeping up
 //!   to a millisecond).
 
+use std::collections::HashMap;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::time::Duration;
 
@@ -22,14 +28,14 @@ use mpi::topology::SimpleCommunicator;
 use mpi::traits::*;
 use serde_bytes::Bytes;
 
-use super::entry::{TAG_MESSAGE, TAG_SHUTDOWN};
+use super::wire::{self, TAG_ABORT, TAG_MESSAGE, TAG_RUN_TIMED, TAG_SHUTDOWN, TAG_STOPPED};
 use crate::future::DeferredCallbacks;
 use crate::process_pool::InitCall;
 use crate::remote::job::{Control, Outcome, Payload, Sink};
 use crate::remote::message::{self, ByteBuf, FromWorkerRef, RemoteError, ToWorkerRef};
 use crate::remote::serve;
 use crate::remote::tasks::{self, TaskRef};
-use crate::{Error, ProcessPoolExecutor, Promise, WorkerId};
+use crate::{Error, Future, ProcessPoolExecutor, Promise, WorkerId};
 
 /// A job's answer from the child: its outcome records, or why the whole
 /// job failed (with how many items it had).
@@ -72,178 +78,248 @@ impl Sink for Forward {
 
 impl Drop for Forward {
     fn drop(&mut self) {
-        // Dropped unanswered (the local pool let go of it): rank 0 still
-        // gets an answer.
-        self.answer(Err(Error::SpawnFailed(
-            "the worker rank's process pool dropped the job".into(),
-        )));
+        // Dropped unanswered (the local pool let go of it: cancelled by an
+        // abort while it waited, or the pool failed): rank 0 still gets an
+        // answer.
+        let error = if self.promise.is_cancelled() {
+            Error::Cancelled
+        } else {
+            Error::SpawnFailed("the worker rank's process pool dropped the job".into())
+        };
+        self.answer(Err(error));
     }
 }
 
 /// The worker loop of an isolating rank (after its hello).
 pub(super) fn serve(world: &SimpleCommunicator, me: &WorkerId) -> Result<(), String> {
-    let root = world.process_at_rank(0);
     let (answers, answered) = mpsc::channel();
-    let mut pool = local_pool(None)?;
-    let mut out = Vec::new();
-    let mut results = Vec::new();
-    let mut outstanding = 0usize;
-    let mut idle = 0u32;
-    loop {
-        let mut progress = false;
-        if let Some(message) = root.immediate_matched_probe() {
-            progress = true;
-            let (body, status) = message.matched_receive_vec::<u8>();
-            if status.tag() == TAG_SHUTDOWN {
-                break;
+    let mut rank = Isolating {
+        root: world.process_at_rank(0),
+        me,
+        pool: local_pool(None)?,
+        answers,
+        answered,
+        running: HashMap::new(),
+        out: Vec::new(),
+        results: Vec::new(),
+    };
+    let served = rank.serve();
+    if served.is_err() {
+        // Exiting on an error (status 86): the child's tasks must not
+        // hold the rank up.
+        rank.pool.shutdown(false, true);
+        rank.pool.kill_workers();
+        return served;
+    }
+    // Let the jobs still in the child finish; rank 0 receives their
+    // answers while it exits.
+    rank.pool.shutdown(true, false);
+    rank.forward_answers()?;
+    Ok(())
+}
+
+impl Isolating<'_> {
+    /// Serves rank 0 until it says to stop.
+    fn serve(&mut self) -> Result<(), String> {
+        let rank = self;
+        let mut idle = 0u32;
+        loop {
+            let mut progress = false;
+            if let Some(message) = rank.root.immediate_matched_probe() {
+                progress = true;
+                let (body, status) = message.matched_receive_vec::<u8>();
+                match status.tag() {
+                    TAG_SHUTDOWN => break,
+                    TAG_MESSAGE => {
+                        if !rank.request(&body, None)? {
+                            break;
+                        }
+                    }
+                    TAG_RUN_TIMED => {
+                        let (timeout, run) = wire::untimed(&body)?;
+                        rank.request(run, Some(timeout))?;
+                    }
+                    TAG_ABORT => rank.abort(wire::read_id(&body)?),
+                    tag => return Err(format!("unexpected MPI tag {tag}")),
+                }
             }
-            let request = message::decode::<ToWorkerRef>(&body).map_err(|e| e.to_string())?;
-            results.clear();
-            out.clear();
-            match request {
-                ToWorkerRef::Shutdown => break,
-                ToWorkerRef::Init {
-                    task,
-                    fingerprint,
-                    args,
-                } => {
-                    let outcome = serve::init(task, fingerprint, args, &mut results);
-                    if outcome.is_ok() {
-                        // Every child runs it too, before any later task.
-                        let entry = tasks::lookup(task).ok_or("the initializer vanished")?;
-                        let init = InitCall {
+            progress |= rank.forward_answers()?;
+            if progress {
+                idle = 0;
+                continue;
+            }
+            idle = idle.saturating_add(1);
+            if idle <= 200 {
+                std::hint::spin_loop();
+            } else if idle <= 250 {
+                std::thread::yield_now();
+            } else {
+                let k = (idle - 250).min(10);
+                let wait = Duration::from_micros(1 << k).min(Duration::from_millis(1));
+                if let Ok(answer) = rank.answered.recv_timeout(wait) {
+                    rank.send_answer(answer)?;
+                    idle = 0;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An isolating rank's state.
+struct Isolating<'a> {
+    root: mpi::topology::Process<'a>,
+    me: &'a WorkerId,
+    /// The one-process pool the tasks run in.
+    pool: ProcessPoolExecutor,
+    /// Where the jobs' sinks send their answers, and where they arrive.
+    answers: Sender<Answer>,
+    answered: Receiver<Answer>,
+    /// The local futures of the jobs forwarded and not answered, by id:
+    /// `abort` stops one (killing the child if it runs).
+    running: HashMap<u64, Future<()>>,
+    out: Vec<u8>,
+    results: Vec<u8>,
+}
+
+impl Isolating<'_> {
+    /// Serves one request of rank 0 (with its timeout, for a timed job);
+    /// false if it says to stop.
+    fn request(&mut self, body: &[u8], timeout: Option<Duration>) -> Result<bool, String> {
+        let request = message::decode::<ToWorkerRef>(body).map_err(|e| e.to_string())?;
+        if timeout.is_some() && !matches!(request, ToWorkerRef::Run { .. }) {
+            return Err("a timed message that is not a job".into());
+        }
+        self.results.clear();
+        match request {
+            ToWorkerRef::Shutdown => return Ok(false),
+            ToWorkerRef::Init {
+                task,
+                fingerprint,
+                args,
+            } => {
+                let outcome = serve::init(task, fingerprint, args, &mut self.results);
+                if outcome.is_ok() {
+                    // Every child runs it too, before any later task.
+                    let entry = tasks::lookup(task).ok_or("the initializer vanished")?;
+                    let init = InitCall {
+                        task: TaskRef {
+                            name: entry.name,
+                            fingerprint,
+                        },
+                        args: ByteBuf::from(args.to_vec()),
+                        check: |_| Ok(()),
+                    };
+                    self.pool.shutdown(true, false);
+                    self.pool = local_pool(Some(init))?;
+                }
+                let outcome = outcome.map(|()| Bytes::new(&self.results));
+                send(
+                    &self.root,
+                    &FromWorkerRef::InitDone { outcome },
+                    &mut self.out,
+                )?;
+            }
+            ToWorkerRef::Run {
+                id,
+                task,
+                fingerprint,
+                items,
+                ..
+            } => {
+                let mut count = 0;
+                for record in message::records(items) {
+                    record.map_err(|_| format!("malformed items in job {id}"))?;
+                    count += 1;
+                }
+                match tasks::lookup(task) {
+                    // Unknown here: answered at once with an error per
+                    // item, no child needed.
+                    None => {
+                        serve::run(task, fingerprint, items, &mut self.results);
+                        let done = FromWorkerRef::Done {
+                            id,
+                            results: Bytes::new(&self.results),
+                        };
+                        send(&self.root, &done, &mut self.out)?;
+                    }
+                    Some(entry) => {
+                        let (promise, future) = Promise::new();
+                        let sink = Forward {
+                            promise,
+                            id,
+                            items: count,
+                            answers: Some(self.answers.clone()),
+                        };
+                        let payload = Payload {
                             task: TaskRef {
                                 name: entry.name,
                                 fingerprint,
                             },
-                            args: ByteBuf::from(args.to_vec()),
-                            check: |_| Ok(()),
+                            items: items.to_vec(),
                         };
-                        pool.shutdown(true, false);
-                        pool = local_pool(Some(init))?;
-                    }
-                    let outcome = outcome.map(|()| Bytes::new(&results));
-                    send(&root, &FromWorkerRef::InitDone { outcome }, &mut out)?;
-                }
-                ToWorkerRef::Run {
-                    id,
-                    task,
-                    fingerprint,
-                    items,
-                    ..
-                } => {
-                    let mut count = 0;
-                    for record in message::records(items) {
-                        record.map_err(|_| format!("malformed items in job {id}"))?;
-                        count += 1;
-                    }
-                    match tasks::lookup(task) {
-                        // Unknown here: answered at once with an error per
-                        // item, no child needed.
-                        None => {
-                            serve::run(task, fingerprint, items, &mut results);
-                            let done = FromWorkerRef::Done {
-                                id,
-                                results: Bytes::new(&results),
-                            };
-                            send(&root, &done, &mut out)?;
-                        }
-                        Some(entry) => {
-                            let (promise, _future) = Promise::new();
-                            let sink = Forward {
-                                promise,
-                                id,
-                                items: count,
-                                answers: Some(answers.clone()),
-                            };
-                            let payload = Payload {
-                                task: TaskRef {
-                                    name: entry.name,
-                                    fingerprint,
-                                },
-                                items: items.to_vec(),
-                            };
-                            outstanding += 1;
-                            if let Err(e) = pool.dispatch(payload, Box::new(sink)) {
-                                // The sink, dropped, answers with its own
-                                // error; say why here.
-                                eprintln!("concurrent_futures MPI worker {me}: {e}");
-                            }
+                        self.running.insert(id, future);
+                        if let Err(e) = self.pool.dispatch(payload, Box::new(sink), timeout) {
+                            // The sink, dropped, answers with its own
+                            // error; say why here.
+                            eprintln!("concurrent_futures MPI worker {}: {e}", self.me);
                         }
                     }
                 }
             }
         }
-        progress |= forward_answers(&root, &answered, me, &mut outstanding, &mut out)?;
-        if progress {
-            idle = 0;
-            continue;
-        }
-        idle = idle.saturating_add(1);
-        if idle <= 200 {
-            std::hint::spin_loop();
-        } else if idle <= 250 {
-            std::thread::yield_now();
-        } else {
-            let k = (idle - 250).min(10);
-            let wait = Duration::from_micros(1 << k).min(Duration::from_millis(1));
-            if let Ok(answer) = answered.recv_timeout(wait) {
-                outstanding -= 1;
-                send_answer(&root, answer, me, &mut out)?;
-                idle = 0;
-            }
+        Ok(true)
+    }
+
+    /// Rank 0 aborted job `id`: the local pool cancels it if it waits, or
+    /// kills (and replaces) the child running it. Its answer follows.
+    fn abort(&mut self, id: u64) {
+        // Gone already: it was answered, and rank 0 ignores the answer.
+        if let Some(future) = self.running.get(&id) {
+            future.abort();
         }
     }
-    // Let the jobs still in the child finish; rank 0 receives their
-    // answers while it exits.
-    pool.shutdown(true, false);
-    forward_answers(&root, &answered, me, &mut outstanding, &mut out)?;
-    Ok(())
-}
 
-/// Sends every answer that came back; true if there was one.
-fn forward_answers(
-    root: &mpi::topology::Process<'_>,
-    answered: &Receiver<Answer>,
-    me: &WorkerId,
-    outstanding: &mut usize,
-    out: &mut Vec<u8>,
-) -> Result<bool, String> {
-    let mut any = false;
-    while let Ok(answer) = answered.try_recv() {
-        *outstanding -= 1;
-        send_answer(root, answer, me, out)?;
-        any = true;
-    }
-    Ok(any)
-}
-
-fn send_answer(
-    root: &mpi::topology::Process<'_>,
-    answer: Answer,
-    me: &WorkerId,
-    out: &mut Vec<u8>,
-) -> Result<(), String> {
-    let results = match answer.outcome {
-        Ok(results) => results,
-        Err(error) => {
-            let error = remote_error(error, me);
-            let mut records = Vec::new();
-            for _ in 0..answer.items {
-                message::append_record(&mut records, |o| {
-                    o.push(message::OUTCOME_ERR);
-                    message::append(&error, o)
-                })
-                .map_err(|e| e.to_string())?;
-            }
-            records
+    /// Sends every answer that came back; true if there was one.
+    fn forward_answers(&mut self) -> Result<bool, String> {
+        let mut any = false;
+        while let Ok(answer) = self.answered.try_recv() {
+            self.send_answer(answer)?;
+            any = true;
         }
-    };
-    let done = FromWorkerRef::Done {
-        id: answer.id,
-        results: Bytes::new(&results),
-    };
-    send(root, &done, out)
+        Ok(any)
+    }
+
+    fn send_answer(&mut self, answer: Answer) -> Result<(), String> {
+        self.running.remove(&answer.id);
+        let results = match answer.outcome {
+            Ok(results) => results,
+            // Its child was killed: rank 0 knows the deadline it set (or
+            // that it aborted the job).
+            Err(Error::TaskTimeout(_) | Error::Cancelled) => {
+                self.root
+                    .send_with_tag(&wire::id_body(answer.id)[..], TAG_STOPPED);
+                return Ok(());
+            }
+            Err(error) => {
+                let error = remote_error(error, self.me);
+                let mut records = Vec::new();
+                for _ in 0..answer.items {
+                    message::append_record(&mut records, |o| {
+                        o.push(message::OUTCOME_ERR);
+                        message::append(&error, o)
+                    })
+                    .map_err(|e| e.to_string())?;
+                }
+                records
+            }
+        };
+        let done = FromWorkerRef::Done {
+            id: answer.id,
+            results: Bytes::new(&results),
+        };
+        send(&self.root, &done, &mut self.out)
+    }
 }
 
 fn send(

@@ -61,6 +61,16 @@
 //!   rank, its host and the child's pid; the child is replaced (and runs
 //!   the initializer again) and the job goes on. It costs a local hop per
 //!   job (use chunks for short tasks).
+//! * **Timeouts and abort need isolation**: with it, a per-task timeout
+//!   ([`submit_timeout`](MpiPoolExecutor::submit_timeout),
+//!   [`MpiPoolBuilder::timeout`]) or [`Future::abort`] of a running task
+//!   makes its rank kill the child running it (and start another); the
+//!   future fails with [`Error::TaskTimeout`] or ends cancelled, and the
+//!   rank and the MPI job go on. Without isolation a running task cannot
+//!   be stopped (MPI has no way to stop one rank but to end the job), so a
+//!   timeout is refused with [`Error::InvalidArgument`] and `abort` of a
+//!   running task returns `false`, as for a thread pool (a queued task is
+//!   cancelled either way).
 //! * Open MPI's blocking receive busy-polls: an idle worker rank uses a
 //!   CPU. `mpirun --mca mpi_yield_when_idle 1` makes it yield instead.
 //!   Rank 0's MPI thread blocks when nothing is in flight.
@@ -71,18 +81,24 @@
 //!   completes run on the executor's callback threads;
 //! * a queued job that is cancelled is never sent; every sent job completes
 //!   its future (with its answer, or an error if the program exits first);
+//! * a job goes to a least-loaded rank, in O(1) amortised whatever the
+//!   number of ranks;
+//! * a timeout is never accepted where it cannot be kept;
 //! * nothing waits forever on a worker that never answers its handshake
 //!   (one minute at most).
 
 mod builder;
 pub(crate) mod entry;
 mod isolate;
+mod loads;
 mod shared;
 mod thread;
+mod wire;
 
 use std::borrow::Borrow;
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -193,6 +209,24 @@ impl MpiPoolExecutor {
         self.shared.thread.workers().to_vec()
     }
 
+    /// True if every worker rank runs its tasks in a child process
+    /// (`CONCURRENT_FUTURES_MPI=isolate`): then a running task can be
+    /// stopped, by a timeout ([`submit_timeout`](Self::submit_timeout),
+    /// [`MpiPoolBuilder::timeout`]) or by [`Future::abort`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use concurrent_futures::MpiPoolExecutor;
+    ///
+    /// // mpirun -x CONCURRENT_FUTURES_MPI=isolate -n 3 ./app
+    /// let pool = MpiPoolExecutor::new().unwrap();
+    /// assert!(pool.isolated());
+    /// ```
+    pub fn isolated(&self) -> bool {
+        self.shared.thread.isolated()
+    }
+
     /// Schedules the registered function `task` on `args` and returns the
     /// future of its result.
     ///
@@ -255,6 +289,67 @@ impl MpiPoolExecutor {
         F::Output: DeserializeOwned + Send + 'static,
     {
         self.submit(task, args)
+    }
+
+    /// Like [`submit`](Self::submit), with a timeout for this task alone
+    /// (over the executor's own [`timeout`](MpiPoolBuilder::timeout), if
+    /// any): if the task still runs `timeout` after its rank's child
+    /// process received it, the child is killed and replaced, the future
+    /// fails with [`Error::TaskTimeout`], and the rank and the MPI job go
+    /// on. The time it waits in rank 0's queue or behind other jobs of its
+    /// rank does not count.
+    ///
+    /// It needs task isolation (`CONCURRENT_FUTURES_MPI=isolate`, see
+    /// [`isolated`](Self::isolated)): without it the task would run on the
+    /// rank itself, which cannot be stopped without ending the MPI job, so
+    /// it fails at once with [`Error::InvalidArgument`] instead of
+    /// promising a deadline it cannot keep. A zero timeout is an
+    /// [`Error::InvalidArgument`] too.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use concurrent_futures::{Error, MpiPoolExecutor, task};
+    /// use std::time::Duration;
+    ///
+    /// #[task]
+    /// fn spin() {
+    ///     loop {
+    ///         std::hint::spin_loop();
+    ///     }
+    /// }
+    ///
+    /// #[task]
+    /// fn double(n: u32) -> u32 {
+    ///     n * 2
+    /// }
+    ///
+    /// fn main() {
+    ///     // mpirun -x CONCURRENT_FUTURES_MPI=isolate -n 3 ./app
+    ///     let pool = MpiPoolExecutor::new().unwrap();
+    ///     let stuck = pool.submit_timeout(spin, (), Duration::from_millis(200)).unwrap();
+    ///     assert!(matches!(stuck.into_result(), Err(Error::TaskTimeout(_))));
+    ///     // The rank replaced its child; the job goes on.
+    ///     assert_eq!(pool.submit(double, 21).unwrap().into_result(), Ok(42));
+    /// }
+    /// ```
+    pub fn submit_timeout<F, A, M>(
+        &self,
+        task: F,
+        args: A,
+        timeout: Duration,
+    ) -> Result<Future<F::Output>, Error>
+    where
+        F: RegisteredTask<A, M>,
+        A: Serialize + 'static,
+        F::Output: DeserializeOwned + Send + 'static,
+    {
+        if timeout.is_zero() {
+            return Err(Error::InvalidArgument("timeout must not be zero".into()));
+        }
+        self.shared.thread.check_isolated()?;
+        let _ = task;
+        client::submit::<_, F, A, M, F::Output>(&self.shared, &args, Some(timeout), Ok)
     }
 
     /// Like [`submit`](Self::submit), for a task that returns a `Result`:
@@ -479,6 +574,16 @@ impl MpiPoolExecutor {
     {
         let _ = task;
         client::chunk_source::<_, F, A, M, I>(Arc::clone(&self.shared), items, chunksize)
+    }
+
+    /// Tests only (not part of the API): sends worker `rank` a message it
+    /// cannot read, which makes it exit with status 86 (and `mpirun` end
+    /// the job).
+    #[doc(hidden)]
+    pub fn __test_send_garbage(&self, rank: u32) {
+        self.shared
+            .thread
+            .send(thread::Command::Garbage(rank as i32));
     }
 
     /// Stops accepting tasks: later submits fail with [`Error::ShutDown`].

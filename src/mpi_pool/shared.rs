@@ -28,12 +28,16 @@ pub(super) struct Config {
     /// Jobs in flight per worker rank at most.
     pub(super) window: usize,
     pub(super) initializer: Option<InitCall>,
+    /// The per-task timeout of every job (only with isolation).
+    pub(super) timeout: Option<Duration>,
 }
 
 /// A job not sent yet.
 pub(super) struct Job {
     pub(super) payload: Payload,
     pub(super) sink: Box<dyn Sink>,
+    /// Its per-task timeout: its own, else the executor's.
+    pub(super) timeout: Option<Duration>,
 }
 
 pub(super) struct Shared {
@@ -61,8 +65,9 @@ impl Dispatch for Arc<Shared> {
         &self,
         payload: Payload,
         sink: Box<dyn Sink>,
-        _timeout: Option<Duration>,
+        timeout: Option<Duration>,
     ) -> Result<(), Error> {
+        let timeout = timeout.or(self.config.timeout);
         {
             let mut st = self.lock();
             if let Some(reason) = &st.broken {
@@ -71,7 +76,11 @@ impl Dispatch for Arc<Shared> {
             if st.shutdown {
                 return Err(Error::ShutDown);
             }
-            st.queue.push_back(Job { payload, sink });
+            st.queue.push_back(Job {
+                payload,
+                sink,
+                timeout,
+            });
             st.undone += 1;
         }
         if !self.thread.send(Command::Wake) {

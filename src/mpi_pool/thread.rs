@@ -4,19 +4,24 @@
 //! singleton, started by the first executor built and shared by every
 //! later one; it ends only at exit (see [`exit`]). It initializes MPI with
 //! `MPI_THREAD_FUNNELED` (only it calls MPI), collects every worker's
-//! handshake, then loops: take commands (wake-ups, new executors), send
-//! queued jobs to ranks with room in their window (`MPI_Isend`, the buffer
-//! kept until `MPI_Test` says it was sent), and receive answers
+//! handshake, then loops: take commands (wake-ups, new executors, aborts),
+//! send queued jobs to least-loaded ranks with room in their window (see
+//! [`Loads`]; `MPI_Isend`, the buffer kept until `MPI_Test` says it was
+//! sent), and receive answers
 //! (`MPI_Improbe` and a matched receive). It spins, then yields, then
 //! sleeps (up to 1 ms, woken at once by a command) while answers are due,
-//! and blocks on its command channel when nothing is in flight: an idle
-//! executor costs no CPU on rank 0.
+//! and blocks on its command channel when nothing is in flight (after the
+//! same spins and yields, so that a caller waiting for each answer finds it
+//! awake): an idle executor costs no CPU on rank 0.
 //!
 //! Guarantees:
 //! * No user code runs on this thread: the done callbacks of the futures it
 //!   completes go to the executor's callback threads.
 //! * A job is marked running as it is sent; a job cancelled before that is
-//!   never sent.
+//!   never sent. Sent to an isolating rank, it gets an abort handler first,
+//!   which asks that rank to stop it.
+//! * Nothing costs O(ranks) per job or per answer: the next rank comes from
+//!   [`Loads`], an answer's rank is its MPI rank minus one.
 //! * Every handshake is checked (protocol version, then build identity)
 //!   before any job is sent; a worker that is refused, or silent for
 //!   [`READY_TIMEOUT`], fails every build with a message naming its rank.
@@ -35,8 +40,12 @@ use mpi::topology::SimpleCommunicator;
 use mpi::traits::*;
 use serde_bytes::Bytes;
 
-use super::entry::{self, TAG_MESSAGE, TAG_SHUTDOWN};
+use super::entry;
+use super::loads::Loads;
 use super::shared::{Job, Shared};
+use super::wire::{
+    self, TAG_ABORT, TAG_MESSAGE, TAG_READY_ISOLATED, TAG_RUN_TIMED, TAG_SHUTDOWN, TAG_STOPPED,
+};
 use crate::error::Cause;
 use crate::remote::job::Sink;
 use crate::remote::message::{self, FromWorkerRef, ToWorkerRef};
@@ -61,6 +70,10 @@ pub(super) enum Command {
     Attach(Arc<Shared>),
     /// The program exits: stop the workers, finalize MPI, then answer.
     Exit(Sender<()>),
+    /// `Future::abort` of the sent job of this id: its rank stops it.
+    Abort(u64),
+    /// Tests only: send this rank a message it cannot read.
+    Garbage(i32),
 }
 
 /// The handle on the process's MPI thread.
@@ -68,6 +81,9 @@ pub(super) struct MpiThread {
     commands: Sender<Command>,
     /// The workers, by rank (1, 2, ...), or why there are none to use.
     workers: Result<Vec<WorkerId>, Error>,
+    /// Every worker rank runs its tasks in a child process (and can stop
+    /// one).
+    isolated: bool,
     join: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -98,6 +114,26 @@ impl MpiThread {
         self.workers.as_deref().unwrap_or(&[])
     }
 
+    /// True if every worker rank isolates its tasks in a child process, so
+    /// that a running task can be stopped (timeouts, `abort`).
+    pub(super) fn isolated(&self) -> bool {
+        self.isolated
+    }
+
+    /// `Ok` if a running task can be stopped (every rank isolates), else the
+    /// error of a timeout that could not be kept.
+    pub(super) fn check_isolated(&self) -> Result<(), Error> {
+        if self.isolated {
+            return Ok(());
+        }
+        Err(Error::InvalidArgument(format!(
+            "a per-task timeout needs task isolation: without it a task runs on its worker \
+             rank itself, which cannot be stopped without ending the MPI job; launch with \
+             `mpirun -x {}=isolate` (each rank then runs its tasks in a child process it can kill)",
+            entry::OPT_IN_ENV
+        )))
+    }
+
     /// Sends a command; false if the thread is gone (the program exits).
     pub(super) fn send(&self, command: Command) -> bool {
         self.commands.send(command).is_ok()
@@ -114,8 +150,9 @@ fn start() -> Result<MpiThread, Error> {
         .map_err(|e| Error::SpawnFailed(Cause::with_source("cannot start the MPI thread", e)))?;
     // The thread answers within READY_TIMEOUT of initializing MPI (or
     // dies, which drops the sender).
-    let workers = match start_result.recv() {
-        Ok(workers) => workers,
+    let (workers, isolated) = match start_result.recv() {
+        Ok(Ok((workers, isolated))) => (Ok(workers), isolated),
+        Ok(Err(e)) => (Err(e), false),
         Err(_) => {
             let _ = join.join();
             return Err(Error::SpawnFailed(
@@ -126,6 +163,7 @@ fn start() -> Result<MpiThread, Error> {
     Ok(MpiThread {
         commands,
         workers,
+        isolated,
         join: Mutex::new(Some(join)),
     })
 }
@@ -236,12 +274,12 @@ impl Outbox {
     }
 }
 
-/// A worker rank as the thread sees it.
+/// A worker rank as the thread sees it (its load is in [`Loads`]).
 struct Rank {
     /// Its MPI rank.
     rank: i32,
-    /// Jobs sent and not answered.
-    in_flight: usize,
+    /// It runs its tasks in a child process: it can stop one.
+    isolated: bool,
     /// Executors whose initializer was sent to it and not answered, in order.
     inits: VecDeque<Arc<Shared>>,
     /// It sent something unreadable: it gets nothing more.
@@ -263,21 +301,26 @@ struct Sent {
     sink: Box<dyn Sink>,
     /// Index in `ranks`.
     rank: usize,
+    /// Its per-task timeout, if any.
+    timeout: Option<Duration>,
 }
 
 struct Loop {
     world: SimpleCommunicator,
+    /// By rank - 1 (every rank of the job is a worker).
     ranks: Vec<Rank>,
+    /// The live ranks by load: who gets the next job.
+    loads: Loads,
     pools: Vec<Pool>,
     sent: HashMap<u64, Sent>,
+    /// Initializers sent and not answered, over every rank.
+    inits_out: usize,
     outbox: Outbox,
     next_id: u64,
-    /// Where the next round of sends starts, so that the ranks share evenly.
-    cursor: usize,
 }
 
 /// The thread's body: initialize MPI, collect the handshakes, serve.
-fn run(commands: Receiver<Command>, started: Sender<Result<Vec<WorkerId>, Error>>) {
+fn run(commands: Receiver<Command>, started: Sender<Result<(Vec<WorkerId>, bool), Error>>) {
     let Some((universe, _threading)) = mpi::initialize_with_threading(mpi::Threading::Funneled)
     else {
         let _ = started.send(Err(Error::SpawnFailed(
@@ -288,28 +331,32 @@ fn run(commands: Receiver<Command>, started: Sender<Result<Vec<WorkerId>, Error>
         return;
     };
     let world = universe.world();
-    let workers = handshake(&world);
-    let ranks = match &workers {
-        Ok(workers) => workers
+    let hellos = handshake(&world);
+    let ranks: Vec<Rank> = match &hellos {
+        Ok(hellos) => hellos
             .iter()
-            .map(|w| Rank {
+            .map(|(w, isolated)| Rank {
                 rank: w.rank.unwrap_or(0) as i32,
-                in_flight: 0,
+                isolated: *isolated,
                 inits: VecDeque::new(),
                 dead: false,
             })
             .collect(),
         Err(_) => Vec::new(),
     };
-    let _ = started.send(workers);
+    let _ = started.send(hellos.map(|hellos| {
+        let isolated = hellos.iter().all(|(_, isolated)| *isolated);
+        (hellos.into_iter().map(|(w, _)| w).collect(), isolated)
+    }));
     let mut this = Loop {
         world,
+        loads: Loads::new(ranks.len()),
         ranks,
         pools: Vec::new(),
         sent: HashMap::new(),
+        inits_out: 0,
         outbox: Outbox::default(),
         next_id: 1,
-        cursor: 0,
     };
     let ack = this.serve(&commands);
     this.stop();
@@ -320,8 +367,9 @@ fn run(commands: Receiver<Command>, started: Sender<Result<Vec<WorkerId>, Error>
     }
 }
 
-/// Waits for every worker's hello and checks it.
-fn handshake(world: &SimpleCommunicator) -> Result<Vec<WorkerId>, Error> {
+/// Waits for every worker's hello and checks it: the workers by rank, and
+/// whether each isolates its tasks.
+fn handshake(world: &SimpleCommunicator) -> Result<Vec<(WorkerId, bool)>, Error> {
     let size = world.size();
     if world.rank() != 0 {
         return Err(Error::InvalidArgument(entry::not_launched()));
@@ -332,7 +380,7 @@ fn handshake(world: &SimpleCommunicator) -> Result<Vec<WorkerId>, Error> {
             "launch it with `mpirun -x CONCURRENT_FUTURES_MPI=1 -n N ./app`, N >= 2"
         )));
     }
-    let mut found: Vec<Option<Result<WorkerId, String>>> = vec![None; size as usize - 1];
+    let mut found: Vec<Option<Result<(WorkerId, bool), String>>> = vec![None; size as usize - 1];
     let deadline = Instant::now() + READY_TIMEOUT;
     let mut left = found.len();
     let mut idle = 0u32;
@@ -345,12 +393,13 @@ fn handshake(world: &SimpleCommunicator) -> Result<Vec<WorkerId>, Error> {
                 if slot.is_none() {
                     left -= 1;
                 }
-                *slot = Some(if status.tag() != TAG_MESSAGE {
+                let isolated = status.tag() == TAG_READY_ISOLATED;
+                *slot = Some(if status.tag() != TAG_MESSAGE && !isolated {
                     Err(format!("rank {rank} sent tag {} first", status.tag()))
                 } else {
                     message::check_ready(&body).and_then(|worker| {
                         if worker.rank == Some(rank as u32) {
-                            Ok(worker)
+                            Ok((worker, isolated))
                         } else {
                             Err(format!("rank {rank} says it is {worker}"))
                         }
@@ -428,12 +477,12 @@ impl Loop {
                 idle = 0;
                 continue;
             }
-            let waiting = self
-                .ranks
-                .iter()
-                .any(|r| !r.dead && (r.in_flight > 0 || !r.inits.is_empty()));
-            if !waiting && self.outbox.is_empty() {
-                // Nothing can arrive that we wait for: sleep until told.
+            let waiting = !self.sent.is_empty() || self.inits_out > 0;
+            if !waiting && self.outbox.is_empty() && idle >= SPINS + YIELDS {
+                // Nothing can arrive that we wait for, and nothing came for
+                // a while (the next job of a caller that waits for each
+                // answer comes within microseconds: it finds us polling, not
+                // asleep): sleep until told.
                 match commands.recv() {
                     Ok(Command::Exit(ack)) => return Some(ack),
                     Ok(command) => self.command(command),
@@ -464,6 +513,19 @@ impl Loop {
     fn command(&mut self, command: Command) {
         match command {
             Command::Wake | Command::Exit(_) => {}
+            Command::Garbage(rank) => {
+                // Not a protocol message: an unknown variant tag.
+                self.outbox.send(rank, TAG_MESSAGE, vec![0xff; 16]);
+            }
+            Command::Abort(id) => {
+                // Answered meanwhile: nothing to stop.
+                if let Some(sent) = self.sent.get(&id) {
+                    let rank = &self.ranks[sent.rank];
+                    if rank.isolated && !rank.dead {
+                        self.outbox.send(rank.rank, TAG_ABORT, wire::id_body(id));
+                    }
+                }
+            }
             Command::Attach(shared) => {
                 let mut pool = Pool {
                     shared: Arc::clone(&shared),
@@ -482,6 +544,7 @@ impl Loop {
                             self.outbox.send(rank.rank, TAG_MESSAGE, body.clone());
                             rank.inits.push_back(Arc::clone(&shared));
                             pool.inits_due += 1;
+                            self.inits_out += 1;
                         }
                     }
                 }
@@ -490,36 +553,27 @@ impl Loop {
         }
     }
 
-    /// Sends queued jobs to the ranks with room, one per rank per round.
+    /// Sends queued jobs, each to a least-loaded rank with room in the
+    /// executor's window: O(1) amortised per job (see [`Loads`]).
     fn schedule(&mut self) -> bool {
         let mut any = false;
-        let n = self.ranks.len();
         for p in 0..self.pools.len() {
             if self.pools[p].inits_due > 0 {
                 continue;
             }
             let window = self.pools[p].shared.config.window;
             loop {
-                let mut sent = false;
-                let start = self.cursor;
-                for step in 0..n {
-                    let r = (start + step) % n;
-                    let rank = &self.ranks[r];
-                    if rank.dead || rank.in_flight >= window {
-                        continue;
-                    }
-                    let Some(job) = self.pools[p].shared.pop() else {
-                        break;
-                    };
-                    self.cursor = (r + 1) % n;
-                    if self.send_job(p, r, job) {
-                        sent = true;
-                    }
-                    any = true;
+                let Some((r, load)) = self.loads.least() else {
+                    return any;
+                };
+                if load >= window {
+                    break; // every live rank's window is full
                 }
-                if !sent {
+                let Some(job) = self.pools[p].shared.pop() else {
                     break;
-                }
+                };
+                self.send_job(p, r, job);
+                any = true;
             }
         }
         any
@@ -528,13 +582,23 @@ impl Loop {
     /// Starts `job` and sends it to `ranks[r]`; false if it was cancelled
     /// (or failed to encode) instead.
     fn send_job(&mut self, p: usize, r: usize, job: Job) -> bool {
+        let id = self.next_id;
+        self.next_id += 1;
         let pool = &mut self.pools[p];
+        let rank = &self.ranks[r];
+        if rank.isolated {
+            // Installed before the start: an abort either cancels the job
+            // before it is sent, or finds the handler. The thread is
+            // 'static, so the handler keeps nothing alive.
+            let thread = pool.shared.thread;
+            job.sink.control().set_abort_handler(Box::new(move || {
+                thread.send(Command::Abort(id));
+            }));
+        }
         if !job.sink.start() {
             pool.shared.finished(1);
             return false;
         }
-        let id = self.next_id;
-        self.next_id += 1;
         let request = ToWorkerRef::Run {
             id,
             ticket: 0,
@@ -549,8 +613,16 @@ impl Loop {
             pool.shared.finished(1);
             return false;
         }
-        self.outbox.send(self.ranks[r].rank, TAG_MESSAGE, body);
-        self.ranks[r].in_flight += 1;
+        // Only an isolating rank gets a timed job (the executor refuses a
+        // timeout otherwise).
+        match job.timeout.filter(|_| rank.isolated) {
+            Some(timeout) => {
+                self.outbox
+                    .send(rank.rank, TAG_RUN_TIMED, wire::timed(timeout, &body))
+            }
+            None => self.outbox.send(rank.rank, TAG_MESSAGE, body),
+        }
+        self.loads.add(r);
         pool.in_flight += 1;
         self.sent.insert(
             id,
@@ -558,6 +630,7 @@ impl Loop {
                 pool: Arc::clone(&pool.shared),
                 sink: job.sink,
                 rank: r,
+                timeout: job.timeout,
             },
         );
         true
@@ -569,10 +642,18 @@ impl Loop {
         while let Some(message) = self.world.any_process().immediate_matched_probe() {
             let (body, status) = message.matched_receive_vec::<u8>();
             any = true;
-            let source = status.source_rank();
-            let Some(r) = self.ranks.iter().position(|x| x.rank == source) else {
+            // Ranks 1..size are the workers, in order.
+            let r = status.source_rank() as usize - 1;
+            if r >= self.ranks.len() || self.ranks[r].dead {
                 continue;
-            };
+            }
+            if status.tag() == TAG_STOPPED {
+                match wire::read_id(&body) {
+                    Ok(id) => self.stopped(id),
+                    Err(e) => self.kill_rank(r, e),
+                }
+                continue;
+            }
             match message::decode::<FromWorkerRef>(&body) {
                 Ok(FromWorkerRef::Done { id, results }) => self.done(id, Ok(results)),
                 Ok(FromWorkerRef::InitDone { outcome }) => {
@@ -588,12 +669,22 @@ impl Loop {
         any
     }
 
+    /// A job's rank stopped it: its deadline passed (or it was aborted, and
+    /// its future is cancelled already).
+    fn stopped(&mut self, id: u64) {
+        let error = match self.sent.get(&id).and_then(|sent| sent.timeout) {
+            Some(timeout) => Error::TaskTimeout(timeout),
+            None => Error::Cancelled,
+        };
+        self.done(id, Err(error));
+    }
+
     /// A job's answer (or failure).
     fn done(&mut self, id: u64, outcome: Result<&[u8], Error>) {
         let Some(sent) = self.sent.remove(&id) else {
             return;
         };
-        self.ranks[sent.rank].in_flight -= 1;
+        self.loads.sub(sent.rank);
         if let Some(pool) = self
             .pools
             .iter_mut()
@@ -611,6 +702,7 @@ impl Loop {
             let rank = self.ranks[r].rank;
             return self.kill_rank(r, format!("rank {rank} answered an initializer never sent"));
         };
+        self.inits_out -= 1;
         if let Some(pool) = self
             .pools
             .iter_mut()
@@ -637,6 +729,7 @@ impl Loop {
     fn kill_rank(&mut self, r: usize, reason: String) {
         let rank = &mut self.ranks[r];
         rank.dead = true;
+        self.loads.remove(r);
         eprintln!(
             "concurrent_futures MPI: worker rank {} sent an unreadable answer and is no longer \
              used: {reason}",
@@ -651,7 +744,9 @@ impl Loop {
         for id in ids {
             self.done(id, Err(Error::Protocol(reason.clone())));
         }
-        for shared in std::mem::take(&mut self.ranks[r].inits) {
+        let inits = std::mem::take(&mut self.ranks[r].inits);
+        self.inits_out -= inits.len();
+        for shared in inits {
             if let Some(pool) = self
                 .pools
                 .iter_mut()
@@ -693,7 +788,7 @@ impl Loop {
         loop {
             self.receive_at_exit();
             self.outbox.poll();
-            let due = self.sent.len() + self.ranks.iter().map(|r| r.inits.len()).sum::<usize>();
+            let due = self.sent.len() + self.inits_out;
             if (due == 0 && self.outbox.is_empty()) || Instant::now() >= deadline {
                 break;
             }
@@ -714,14 +809,22 @@ impl Loop {
     fn receive_at_exit(&mut self) {
         while let Some(message) = self.world.any_process().immediate_matched_probe() {
             let (body, status) = message.matched_receive_vec::<u8>();
-            let source = status.source_rank();
-            let Some(r) = self.ranks.iter().position(|x| x.rank == source) else {
+            let r = status.source_rank() as usize - 1;
+            if r >= self.ranks.len() {
                 continue;
-            };
+            }
+            if status.tag() == TAG_STOPPED {
+                if let Ok(id) = wire::read_id(&body) {
+                    self.stopped(id);
+                }
+                continue;
+            }
             match message::decode::<FromWorkerRef>(&body) {
                 Ok(FromWorkerRef::Done { id, results }) => self.done(id, Ok(results)),
                 _ => {
-                    self.ranks[r].inits.pop_front();
+                    if self.ranks[r].inits.pop_front().is_some() {
+                        self.inits_out -= 1;
+                    }
                 }
             }
         }

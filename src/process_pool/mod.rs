@@ -710,15 +710,17 @@ impl ProcessPoolExecutor {
 
 #[cfg(any(feature = "mpi", feature = "redis"))]
 impl ProcessPoolExecutor {
-    /// Queues an already encoded job (an MPI rank or a Redis worker running
-    /// its tasks in a child process forwards them so).
+    /// Queues an already encoded job, with its own timeout if any (an MPI
+    /// rank or a Redis worker running its tasks in a child process forwards
+    /// them so).
     pub(crate) fn dispatch(
         &self,
         payload: crate::remote::job::Payload,
         sink: Box<dyn crate::remote::job::Sink>,
+        timeout: Option<Duration>,
     ) -> Result<(), Error> {
         use crate::remote::client::Dispatch;
-        self.shared.dispatch(payload, sink, None)
+        self.shared.dispatch(payload, sink, timeout)
     }
 }
 

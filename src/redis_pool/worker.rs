@@ -985,7 +985,7 @@ fn run_isolated(
         task: TaskRef { name, fingerprint },
         items: items.to_vec(),
     };
-    pool.dispatch(payload, Box::new(sink))?;
+    pool.dispatch(payload, Box::new(sink), None)?;
     rx.recv()
         .unwrap_or_else(|_| Err(Error::BrokenPool("the local pool vanished".into())))
 }

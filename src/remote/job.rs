@@ -75,6 +75,10 @@ pub(crate) trait Control {
     fn set_gate(&self, gate: Box<dyn StartGate>, abort: Option<AbortHandler>) -> bool;
     fn clear_gate(&self) -> bool;
     fn canceller(&self) -> Canceller;
+    /// What `Future::abort` calls while the job runs (for a transport where
+    /// a sent job counts as started).
+    #[cfg_attr(not(feature = "mpi"), allow(dead_code))]
+    fn set_abort_handler(&self, handler: AbortHandler);
 }
 
 impl<T: Send + 'static> Control for Promise<T> {
@@ -95,6 +99,9 @@ impl<T: Send + 'static> Control for Promise<T> {
     }
     fn canceller(&self) -> Canceller {
         Promise::canceller(self)
+    }
+    fn set_abort_handler(&self, handler: AbortHandler) {
+        Promise::set_abort_handler(self, handler)
     }
 }
 
