@@ -302,7 +302,7 @@ impl Isolating<'_> {
                 return Ok(());
             }
             Err(error) => {
-                let error = remote_error(error, self.me);
+                let error = RemoteError::from_child(error, self.me);
                 let mut records = Vec::new();
                 for _ in 0..answer.items {
                     message::append_record(&mut records, |o| {
@@ -331,45 +331,6 @@ fn send(
     message::append(answer, out).map_err(|e| format!("an answer failed to encode: {e}"))?;
     root.send_with_tag(&out[..], TAG_MESSAGE);
     Ok(())
-}
-
-/// A whole-job failure of the local pool, as rank 0 will see it: a dead
-/// child is named by its pid, this rank and host.
-fn remote_error(error: Error, me: &WorkerId) -> RemoteError {
-    match error {
-        Error::WorkerDied { worker, cause } => RemoteError::WorkerDied {
-            worker: WorkerId {
-                pid: worker.pid,
-                host: me.host.clone(),
-                rank: me.rank,
-            },
-            cause: format!("{cause} (the task's process, a child of the rank)"),
-        },
-        Error::Panicked {
-            message,
-            location,
-            backtrace,
-        } => RemoteError::Panicked {
-            message,
-            location,
-            backtrace: backtrace.map(|b| b.as_str().to_owned()),
-        },
-        Error::Serialization(cause) => RemoteError::Serialization {
-            what: format!("{me}"),
-            why: cause.to_string(),
-        },
-        Error::UnknownTask(s) => RemoteError::UnknownTask(s),
-        Error::TaskTypeMismatch {
-            task,
-            expected,
-            found,
-        } => RemoteError::TypeMismatch {
-            task,
-            expected,
-            found,
-        },
-        other => RemoteError::Unavailable(format!("{me}: {other}")),
-    }
 }
 
 /// The rank's one-process pool, with the initializer if any.

@@ -807,7 +807,7 @@ impl Worker {
                     .encode(),
                     Err(e) => Reply::Failed {
                         id: job,
-                        error: self.remote_error(e),
+                        error: RemoteError::from_child(e, &self.me),
                     }
                     .encode(),
                 }
@@ -887,40 +887,6 @@ impl Worker {
                 .ignore();
         }
         pipe.query(c)
-    }
-
-    /// A whole-job failure of the local pool, as the client will see it.
-    fn remote_error(&self, error: Error) -> RemoteError {
-        match error {
-            Error::WorkerDied { worker, cause } => RemoteError::WorkerDied {
-                worker: WorkerId {
-                    pid: worker.pid,
-                    host: self.me.host.clone(),
-                    rank: None,
-                },
-                cause: format!("{cause} (the task's process, a child of {})", self.me),
-            },
-            Error::Panicked {
-                message,
-                location,
-                backtrace,
-            } => RemoteError::Panicked {
-                message,
-                location,
-                backtrace: backtrace.map(|b| b.as_str().to_owned()),
-            },
-            Error::UnknownTask(s) => RemoteError::UnknownTask(s),
-            Error::TaskTypeMismatch {
-                task,
-                expected,
-                found,
-            } => RemoteError::TypeMismatch {
-                task,
-                expected,
-                found,
-            },
-            other => RemoteError::Unavailable(format!("{}: {other}", self.me)),
-        }
     }
 }
 

@@ -206,6 +206,50 @@ pub enum RemoteError {
     Unavailable(String),
 }
 
+#[cfg(any(feature = "mpi", feature = "redis"))]
+impl RemoteError {
+    /// The failure of a whole job that worker `me` ran in a local child
+    /// process (task isolation), as its client will see it: a dead child is
+    /// named by its pid and `me`'s host and rank. The inverse of
+    /// `From<RemoteError> for Error`, for the errors a child can give.
+    pub(crate) fn from_child(error: Error, me: &WorkerId) -> RemoteError {
+        match error {
+            Error::WorkerDied { worker, cause } => RemoteError::WorkerDied {
+                worker: WorkerId {
+                    pid: worker.pid,
+                    host: me.host.clone(),
+                    rank: me.rank,
+                },
+                cause: format!("{cause} (the task's process, a child of {me})"),
+            },
+            Error::Panicked {
+                message,
+                location,
+                backtrace,
+            } => RemoteError::Panicked {
+                message,
+                location,
+                backtrace: backtrace.map(|b| b.as_str().to_owned()),
+            },
+            Error::Serialization(cause) => RemoteError::Serialization {
+                what: format!("{me}"),
+                why: cause.to_string(),
+            },
+            Error::UnknownTask(s) => RemoteError::UnknownTask(s),
+            Error::TaskTypeMismatch {
+                task,
+                expected,
+                found,
+            } => RemoteError::TypeMismatch {
+                task,
+                expected,
+                found,
+            },
+            other => RemoteError::Unavailable(format!("{me}: {other}")),
+        }
+    }
+}
+
 impl From<RemoteError> for Error {
     fn from(e: RemoteError) -> Error {
         match e {
