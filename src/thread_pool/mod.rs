@@ -42,7 +42,9 @@ pub mod __loom {
 ///
 /// Python's `ThreadPoolExecutor`: threads start lazily, an idle thread is
 /// reused before a new one starts, there are never more than `max_workers`,
-/// and a panicking task fails only its own future.
+/// and a panicking task fails only its own future. Threads live until
+/// shutdown, unless an [`idle_timeout`](ThreadPoolBuilder::idle_timeout)
+/// ends those left idle (they start again on demand).
 ///
 /// Dropping the pool shuts it down and waits for the queued work to finish;
 /// while the thread is panicking, the queued work is cancelled instead (only
