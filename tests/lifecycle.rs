@@ -71,7 +71,9 @@ fn idle_threads_end_and_the_next_submit_starts_one() {
         .collect();
     assert_eq!(results, (0..20).map(|n| n * 2).collect::<Vec<_>>());
     assert!(pool.threads_started() > 4, "{pool:?}");
-    assert!(pool.live_threads() >= 1);
+    // Once every thread is joined, each has run the initializer.
+    pool.shutdown(true, false);
+    assert_eq!(pool.live_threads(), 0);
     assert_eq!(inits.load(Ordering::SeqCst), pool.threads_started());
 }
 
@@ -244,6 +246,10 @@ mod process {
             let f = pool.submit(worker_pid, ()).unwrap();
             pids.insert(f.result_timeout(LIMIT).cloned().unwrap());
         }
+        // However the timing fell, one retirement for sure.
+        assert!(eventually(|| pool.worker_pids().is_empty()));
+        let f = pool.submit(worker_pid, ()).unwrap();
+        pids.insert(f.result_timeout(LIMIT).cloned().unwrap());
         // Also a burst, every result arriving.
         let results: Vec<u32> = pool
             .map(worker_pid, std::iter::repeat_n((), 50))
