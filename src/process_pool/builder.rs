@@ -306,13 +306,13 @@ impl ProcessPoolBuilder {
     /// fn main() {
     ///     let pool = ProcessPoolBuilder::new()
     ///         .max_workers(1)
-    ///         .max_worker_memory(256 << 20)
+    ///         .max_worker_memory(32 << 20)
     ///         .build()
     ///         .unwrap();
-    ///     let first = pool.submit(hoard, 300).unwrap().into_result().unwrap();
+    ///     let first = pool.submit(hoard, 64).unwrap().into_result().unwrap();
     ///     let second = pool.submit(hoard, 0).unwrap().into_result().unwrap();
     ///     # #[cfg(target_os = "linux")]
-    ///     assert_ne!(first, second); // over 256 MiB: replaced
+    ///     assert_ne!(first, second); // over 32 MiB: replaced
     ///     # let _ = (first, second);
     /// }
     /// ```
