@@ -1,7 +1,8 @@
-//! Model-checks the thread pool's sleep/wake and close protocols with loom:
-//! every interleaving (up to the preemption bound) of a submit racing a
-//! worker that goes to sleep, a submit racing `shutdown`, and `shutdown`
-//! racing a searching worker.
+//! Model-checks the thread pool's sleep/wake, close and idle-exit protocols
+//! with loom: every interleaving (up to the preemption bound) of a submit
+//! racing a worker that goes to sleep, a submit racing `shutdown`,
+//! `shutdown` racing a searching worker, and submits racing a worker that
+//! leaves the pool after its idle timeout.
 //!
 //! Run with:
 //!
@@ -12,9 +13,12 @@
 //!
 //! What runs is the pool's own code, reached through the `#[doc(hidden)]`
 //! module `thread_pool::__loom` that exists only under `--cfg loom`: the
-//! worker's `next_job` loop (search, last checks, sleep), `Sleep` (wake-ups)
-//! and `Gate` (closing), all built on the crate's `sync` facade, which is
-//! loom's under `--cfg loom`. Two things are stand-ins:
+//! worker's `next_job` loop (search, last checks, sleep, leaving), `Sleep`
+//! (wake-ups), `Gate` (closing) and `Headcount` (counting workers in and
+//! out), all built on the crate's `sync` facade, which is loom's under
+//! `--cfg loom`. Under loom time does not pass: a worker with an idle
+//! timeout that finds no wake-up token times out at once, the most racy
+//! case. Two things are stand-ins:
 //!
 //! - The queue. Loom cannot see inside crossbeam's `SegQueue` (its atomics
 //!   are std's), so `Bag` stands in: the queued job ids as bits of one loom
@@ -23,16 +27,19 @@
 //!   own fences must carry every proof; order (FIFO) plays no part in them.
 //! - The submit and close paths, as `Model::submit` and `Model::close`: the
 //!   lines of `Shared::push` and `Shared::close` that these protocols
-//!   consist of (the rest starts threads, which loom cannot).
+//!   consist of. Starting a worker is a loom thread running the same
+//!   worker loop, counted in the same way (`Headcount::join`).
 //!
 //! A lost wake-up shows up as a deadlock (loom fails the model when every
 //! thread is blocked), a lost job as a failed assertion.
 #![cfg(loom)]
 
-use concurrent_futures::thread_pool::__loom::{Gate, Idle, JobQueue, Sleep, next_job};
-use loom::sync::Arc;
+use std::time::Duration;
+
+use concurrent_futures::thread_pool::__loom::{Gate, Headcount, Idle, JobQueue, Sleep, next_job};
 use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use loom::thread;
+use loom::sync::{Arc, Mutex};
+use loom::thread::{self, JoinHandle};
 
 /// Runs `f` under loom with a preemption bound (overridable by
 /// LOOM_MAX_PREEMPTIONS) so that the suite finishes in reasonable time.
@@ -82,15 +89,38 @@ impl JobQueue for Bag {
 }
 
 /// What a pool's workers share, as `Shared` holds it.
-#[derive(Default)]
 struct Model {
     queue: Bag,
     sleep: Sleep,
     gate: Gate,
     broken: AtomicBool,
+    /// The workers counted; only the idle-exit models use it.
+    headcount: Headcount,
+    /// `Some`: workers leave once idle (at once, under loom).
+    idle_timeout: Option<Duration>,
+    /// Workers that submits started, and what they will have run.
+    started: Mutex<Vec<JoinHandle<Vec<u32>>>>,
+}
+
+impl Default for Model {
+    fn default() -> Self {
+        Model::new(usize::MAX, None)
+    }
 }
 
 impl Model {
+    fn new(max_workers: usize, idle_timeout: Option<Duration>) -> Model {
+        Model {
+            queue: Bag::default(),
+            sleep: Sleep::new(),
+            gate: Gate::new(),
+            broken: AtomicBool::new(false),
+            headcount: Headcount::new(max_workers),
+            idle_timeout,
+            started: Mutex::new(Vec::new()),
+        }
+    }
+
     /// `Shared::push`, less the starting of threads: false if closed.
     fn submit(&self, id: u32) -> bool {
         let Some(entered) = self.gate.enter() else {
@@ -100,6 +130,15 @@ impl Model {
         self.sleep.wake_one();
         drop(entered);
         true
+    }
+
+    /// Joins every worker started through `start_worker`: the jobs they ran.
+    fn join_started(&self) -> Vec<u32> {
+        let handles = std::mem::take(&mut *self.started.lock().unwrap());
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
     }
 
     /// `Shared::close`.
@@ -122,6 +161,8 @@ impl Model {
             queue: &self.queue,
             sleep: &self.sleep,
             gate: &self.gate,
+            headcount: &self.headcount,
+            idle_timeout: self.idle_timeout,
             broken: &broken,
             crowded: &|| false,
         };
@@ -133,6 +174,25 @@ impl Model {
             }
         }
         ran
+    }
+}
+
+/// `Shared::push` of a pool whose workers leave when idle: queue the job,
+/// wake a sleeper, and start a worker if none is counted any more (the
+/// check after `wake_one`'s fence).
+fn submit_and_start(pool: &Arc<Model>, id: u32) {
+    assert!(pool.submit(id));
+    if pool.headcount.get() == 0 {
+        start_worker(pool);
+    }
+}
+
+/// `Shared::spawn_thread`: a worker, if the count has room for one.
+fn start_worker(pool: &Arc<Model>) {
+    if pool.headcount.join().is_some() {
+        let p = Arc::clone(pool);
+        let handle = thread::spawn(move || p.work(usize::MAX));
+        pool.started.lock().unwrap().push(handle);
     }
 }
 
@@ -247,5 +307,63 @@ fn breaking_races_a_searching_worker() {
         let worker = thread::spawn(move || p.work(1));
         pool.mark_broken();
         assert!(worker.join().unwrap().is_empty());
+    });
+}
+
+#[test]
+fn submit_races_an_idle_worker_leaving() {
+    // The pool's only worker times out idle and leaves while a job is
+    // queued: either the worker sees the job and stays to run it, or the
+    // submitter sees the count at zero and starts a worker. The job runs
+    // exactly once, and every worker ends up counted out.
+    model(|| {
+        let pool = Arc::new(Model::new(1, Some(Duration::from_secs(1))));
+        start_worker(&pool);
+        submit_and_start(&pool, 0);
+        let ran = pool.join_started();
+        assert_eq!(ran, [0], "the job was lost or run twice");
+        assert!(pool.queue.is_empty());
+        assert_eq!(pool.headcount.get(), 0);
+    });
+}
+
+#[test]
+fn two_submits_race_an_idle_worker_leaving() {
+    // Two submitters while the only worker (of at most one) leaves: one may
+    // start a new worker while the leaving one, seeing a job, tries to
+    // count itself back in and finds the pool full. Either way both jobs
+    // run, each once. Three threads plus the workers they start: at most
+    // two preemptions keep it to seconds.
+    model_bounded(2, || {
+        let pool = Arc::new(Model::new(1, Some(Duration::from_secs(1))));
+        start_worker(&pool);
+        let p = Arc::clone(&pool);
+        let other = thread::spawn(move || submit_and_start(&p, 1));
+        submit_and_start(&pool, 0);
+        other.join().unwrap();
+        let mut ran = pool.join_started();
+        ran.sort_unstable();
+        assert_eq!(ran, [0, 1], "a job was lost or run twice");
+        assert!(pool.queue.is_empty());
+        assert_eq!(pool.headcount.get(), 0);
+    });
+}
+
+#[test]
+fn an_idle_worker_leaving_races_one_that_stays_busy() {
+    // Two workers (of at most two): one leaves idle while the other is
+    // taking the first job; the second job must reach a worker even though
+    // the count does not fall to zero (the submitter starts nobody).
+    model_bounded(2, || {
+        let pool = Arc::new(Model::new(2, Some(Duration::from_secs(1))));
+        start_worker(&pool);
+        start_worker(&pool);
+        submit_and_start(&pool, 0);
+        submit_and_start(&pool, 1);
+        let mut ran = pool.join_started();
+        ran.sort_unstable();
+        assert_eq!(ran, [0, 1], "a job was lost or run twice");
+        assert!(pool.queue.is_empty());
+        assert_eq!(pool.headcount.get(), 0);
     });
 }

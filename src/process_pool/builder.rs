@@ -93,6 +93,8 @@ pub struct ProcessPoolBuilder {
     max_tasks_per_child: Option<usize>,
     timeout: Option<Duration>,
     initializer: Option<Result<InitCall, Error>>,
+    idle_timeout: Option<Duration>,
+    max_worker_memory: Option<u64>,
 }
 
 impl Default for ProcessPoolBuilder {
@@ -108,13 +110,16 @@ impl fmt::Debug for ProcessPoolBuilder {
             .field("max_tasks_per_child", &self.max_tasks_per_child)
             .field("timeout", &self.timeout)
             .field("initializer", &self.initializer.is_some())
+            .field("idle_timeout", &self.idle_timeout)
+            .field("max_worker_memory", &self.max_worker_memory)
             .finish()
     }
 }
 
 impl ProcessPoolBuilder {
     /// The defaults: one worker per CPU, no initializer, workers never
-    /// replaced, no per-task timeout.
+    /// replaced (whatever their task count, memory or idle time), no
+    /// per-task timeout.
     ///
     /// # Examples
     ///
@@ -133,6 +138,8 @@ impl ProcessPoolBuilder {
             max_tasks_per_child: None,
             timeout: None,
             initializer: None,
+            idle_timeout: None,
+            max_worker_memory: None,
         }
     }
 
@@ -221,6 +228,96 @@ impl ProcessPoolBuilder {
     /// ```
     pub fn timeout(mut self, timeout: Duration) -> ProcessPoolBuilder {
         self.timeout = Some(timeout);
+        self
+    }
+
+    /// A worker process that has had nothing to do for `timeout` exits (the
+    /// pool closes its connection and reaps it); workers start again,
+    /// lazily, when tasks come. A program that keeps an idle pool then
+    /// holds no process and no thread for it. (loky's reuse timeout.)
+    ///
+    /// Default: none, workers live until shutdown, as in Python.
+    /// `Duration::MAX` means never; zero is an [`Error::InvalidArgument`] at
+    /// [`build`](Self::build). Every new worker runs the
+    /// [`initializer`](Self::initializer), replacements included.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::{ProcessPoolBuilder, task};
+    /// use std::time::{Duration, Instant};
+    ///
+    /// #[task]
+    /// fn pid() -> u32 {
+    ///     std::process::id()
+    /// }
+    ///
+    /// fn main() {
+    ///     let pool = ProcessPoolBuilder::new()
+    ///         .max_workers(1)
+    ///         .idle_timeout(Duration::from_millis(50))
+    ///         .build()
+    ///         .unwrap();
+    ///     let first = pool.submit(pid, ()).unwrap().into_result().unwrap();
+    ///     // Idle for 50 ms, the worker exits...
+    ///     let start = Instant::now();
+    ///     while !pool.worker_pids().is_empty() && start.elapsed() < Duration::from_secs(10) {
+    ///         std::thread::sleep(Duration::from_millis(5));
+    ///     }
+    ///     assert!(pool.worker_pids().is_empty());
+    ///     // ...and a new one runs the next task.
+    ///     let second = pool.submit(pid, ()).unwrap().into_result().unwrap();
+    ///     assert_ne!(first, second);
+    /// }
+    /// ```
+    pub fn idle_timeout(mut self, timeout: Duration) -> ProcessPoolBuilder {
+        self.idle_timeout = Some(timeout);
+        self
+    }
+
+    /// Replace a worker whose resident memory (RSS) exceeds `bytes`: it is
+    /// checked each time the worker has answered everything it was sent,
+    /// and a worker over the limit is closed (it exits, and is replaced
+    /// when work waits), never stopped in the middle of a task. A worker
+    /// always runs at least one batch, however large it starts. For tasks
+    /// that leak, or a cache that grows. Zero is an
+    /// [`Error::InvalidArgument`] at [`build`](Self::build).
+    ///
+    /// The size is read from `/proc/<pid>/statm` on Linux (and Android);
+    /// on other platforms it is not checked. Short tasks are sent in
+    /// batches (see [`ProcessPoolExecutor`]), so the tasks of one batch
+    /// run on the same worker before the check.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::{ProcessPoolBuilder, task};
+    /// use std::sync::Mutex;
+    ///
+    /// static HOARD: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+    ///
+    /// /// Keeps `mib` MiB allocated (and touched) in its worker.
+    /// #[task]
+    /// fn hoard(mib: usize) -> u32 {
+    ///     HOARD.lock().unwrap().push(vec![1; mib << 20]);
+    ///     std::process::id()
+    /// }
+    ///
+    /// fn main() {
+    ///     let pool = ProcessPoolBuilder::new()
+    ///         .max_workers(1)
+    ///         .max_worker_memory(32 << 20)
+    ///         .build()
+    ///         .unwrap();
+    ///     let first = pool.submit(hoard, 64).unwrap().into_result().unwrap();
+    ///     let second = pool.submit(hoard, 0).unwrap().into_result().unwrap();
+    ///     # #[cfg(target_os = "linux")]
+    ///     assert_ne!(first, second); // over 32 MiB: replaced
+    ///     # let _ = (first, second);
+    /// }
+    /// ```
+    pub fn max_worker_memory(mut self, bytes: u64) -> ProcessPoolBuilder {
+        self.max_worker_memory = Some(bytes);
         self
     }
 
@@ -327,12 +424,25 @@ impl ProcessPoolBuilder {
         if self.timeout == Some(Duration::ZERO) {
             return Err(Error::InvalidArgument("timeout must not be zero".into()));
         }
+        if self.idle_timeout == Some(Duration::ZERO) {
+            return Err(Error::InvalidArgument(
+                "idle_timeout must not be zero".into(),
+            ));
+        }
+        if self.max_worker_memory == Some(0) {
+            return Err(Error::InvalidArgument(
+                "max_worker_memory must be at least 1 byte".into(),
+            ));
+        }
         let initializer = self.initializer.transpose()?;
         let config = Config {
             max_workers,
             max_tasks_per_child: self.max_tasks_per_child,
             timeout: self.timeout,
             initializer,
+            // `Duration::MAX`: never.
+            idle_timeout: self.idle_timeout.filter(|t| *t != Duration::MAX),
+            max_worker_memory: self.max_worker_memory,
         };
         Ok(ProcessPoolExecutor {
             shared: Arc::new(Shared::new(config)),

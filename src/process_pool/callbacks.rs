@@ -18,9 +18,12 @@
 //!   queue);
 //! * callbacks of futures completed by a user's thread (`cancel`,
 //!   `shutdown(cancel_futures)`) run in that thread, as everywhere else;
-//! * shutting the pool down with `wait` waits for the callbacks to finish.
+//! * shutting the pool down with `wait` waits for the callbacks to finish;
+//! * with an idle timeout, a callback thread idle that long ends (a pool
+//!   with nothing to do holds no callback thread).
 
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use crate::future::DeferredCallbacks;
 use crate::{ThreadPoolBuilder, ThreadPoolExecutor};
@@ -31,6 +34,7 @@ const MAX_THREADS: usize = 32;
 pub(crate) struct Callbacks {
     /// The callback threads' name prefix.
     prefix: &'static str,
+    idle_timeout: Option<Duration>,
     threads: OnceLock<Option<ThreadPoolExecutor>>,
 }
 
@@ -39,8 +43,16 @@ impl Callbacks {
     pub(crate) fn new(prefix: &'static str) -> Callbacks {
         Callbacks {
             prefix,
+            idle_timeout: None,
             threads: OnceLock::new(),
         }
+    }
+
+    /// Callback threads idle for `timeout` end (`None`, the default: they
+    /// live until shutdown).
+    pub(crate) fn idle_timeout(mut self, timeout: Option<Duration>) -> Callbacks {
+        self.idle_timeout = timeout;
+        self
     }
 
     /// Runs `deferred` on a callback thread (at once in this thread if none
@@ -50,11 +62,15 @@ impl Callbacks {
             return;
         }
         let threads = self.threads.get_or_init(|| {
-            ThreadPoolBuilder::new()
+            let builder = ThreadPoolBuilder::new()
                 .max_workers(MAX_THREADS)
-                .thread_name_prefix(self.prefix)
-                .build()
-                .ok()
+                .thread_name_prefix(self.prefix);
+            match self.idle_timeout {
+                Some(timeout) => builder.idle_timeout(timeout),
+                None => builder,
+            }
+            .build()
+            .ok()
         });
         match threads {
             // A refused submission drops the closure, which runs the

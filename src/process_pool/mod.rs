@@ -58,8 +58,14 @@ use shared::Shared;
 ///
 /// Python's `ProcessPoolExecutor`: workers start lazily, an idle worker is
 /// reused before a new one starts, there are never more than `max_workers`.
-/// Dropping the pool shuts it down and waits for the queued work; while the
-/// thread is panicking, the queued work is cancelled instead.
+/// A worker is replaced between tasks after
+/// [`max_tasks_per_child`](ProcessPoolBuilder::max_tasks_per_child) tasks or
+/// once over [`max_worker_memory`](ProcessPoolBuilder::max_worker_memory),
+/// and ends when idle for an
+/// [`idle_timeout`](ProcessPoolBuilder::idle_timeout) (workers start again
+/// on demand). Dropping the pool shuts it down and waits for the queued
+/// work; while the thread is panicking, the queued work is cancelled
+/// instead.
 ///
 /// Python's `ProcessPoolExecutor` example from its documentation, line for line:
 ///

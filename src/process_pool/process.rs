@@ -388,6 +388,22 @@ fn initialize(
     outcome.map_err(|reason| format!("initializer {} failed: {reason}", init.task.name))
 }
 
+/// The resident memory (RSS) of process `pid`, in bytes, from
+/// `/proc/<pid>/statm`; `None` where that cannot be read (other platforms).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub(super) fn resident_bytes(pid: u32) -> Option<u64> {
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf has no memory effects.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Some(pages.saturating_mul(u64::try_from(page).ok()?))
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+pub(super) fn resident_bytes(_pid: u32) -> Option<u64> {
+    None
+}
+
 /// Sends `signal` to a worker process.
 ///
 /// Only for a child that has not been reaped: after the reap its pid may

@@ -19,7 +19,14 @@
 //!   it can be cancelled until the worker begins it, and one cancelled
 //!   between leaving the queue and being gated is not sent at all;
 //! * a worker is sent at most `max_tasks_per_child` jobs and closed once it
-//!   answered them.
+//!   answered them;
+//! * a worker whose resident memory exceeds `max_worker_memory` once it
+//!   answered a batch is closed then, never in the middle of one (and never
+//!   before its first batch, so that a limit below a fresh worker's size
+//!   still lets each worker run a batch);
+//! * a worker left idle starts its idle time, which the timer watches
+//!   (`idle_timeout`); a closed worker is replaced once it is reaped, when
+//!   work waits for it.
 
 use std::io::Write;
 use std::os::unix::net::UnixStream;
@@ -33,6 +40,7 @@ use crate::remote::message::ToWorkerRef;
 use crate::remote::{batch, framing};
 
 use super::board::Gate;
+use super::process::resident_bytes;
 use super::shared::{Failures, PoolState, Shared};
 use super::slot::Slot;
 use crate::remote::job::Payload;
@@ -252,10 +260,29 @@ impl Shared {
                 return Batches::default();
             }
         }
+        if let Some(limit) = self.config.max_worker_memory {
+            // One read of /proc per answered batch, under the lock: the
+            // slot is not dying, so its pid is still our child's.
+            let over = slot.assigned > 0
+                && slot
+                    .pid()
+                    .and_then(resident_bytes)
+                    .is_some_and(|rss| rss > limit);
+            if over {
+                slot.close();
+                return Batches::default();
+            }
+        }
         // Cancelled jobs are skipped: no batch means the queue is empty.
         let batch = self.take_batch(st, index);
-        if batch.is_none() && st.shutdown && st.queue.is_empty() {
-            st.slots[index].close();
+        if batch.is_none() {
+            if st.shutdown && st.queue.is_empty() {
+                st.slots[index].close();
+            } else if self.config.idle_timeout.is_some() && st.slots[index].went_idle() {
+                // A new deadline for the timer, which may be waiting for
+                // none at all.
+                self.timer.notify_all();
+            }
         }
         Batches {
             outgoing: batch.into_iter().collect(),

@@ -4,7 +4,8 @@
 //!
 //! Threads: the user's; one supervisor thread per worker process (see
 //! [`supervisor`](super::supervisor)); one timer thread when a per-task
-//! timeout is set (see [`timer`](super::timer)); callback threads (see
+//! timeout or an idle timeout is set (see [`timer`](super::timer)); callback
+//! threads (see
 //! [`callbacks`](super::callbacks)). They share one [`PoolState`] under one
 //! mutex, and no thread ever polls.
 //!
@@ -41,6 +42,11 @@ pub(super) struct Config {
     pub(super) max_tasks_per_child: Option<usize>,
     pub(super) timeout: Option<Duration>,
     pub(super) initializer: Option<InitCall>,
+    /// A worker idle this long is retired (`None`: never).
+    pub(super) idle_timeout: Option<Duration>,
+    /// A worker whose resident memory exceeds this many bytes after a batch
+    /// is retired (`None`: never).
+    pub(super) max_worker_memory: Option<u64>,
 }
 
 /// A registered task that runs once in every new worker.
@@ -111,6 +117,7 @@ impl Dispatch for Arc<Shared> {
 
 impl Shared {
     pub(super) fn new(config: Config) -> Shared {
+        let callbacks = Callbacks::new("process-pool-callbacks").idle_timeout(config.idle_timeout);
         Shared {
             config,
             state: Mutex::new(PoolState {
@@ -119,7 +126,7 @@ impl Shared {
                 ..PoolState::default()
             }),
             timer: Condvar::new(),
-            callbacks: Callbacks::new("process-pool-callbacks"),
+            callbacks,
         }
     }
 

@@ -8,6 +8,9 @@
 //! * a slot is [`idle`](Slot::idle) only when it is ready and holds nothing in
 //!   flight: a batch is never written behind answers the worker may be
 //!   blocked writing;
+//! * a slot counts as idle since the moment it last went idle (see
+//!   [`went_idle`](Slot::went_idle)), so an idle timeout never retires a
+//!   worker that holds a job;
 //! * every job in flight holds its own ticket on the slot's board: tickets
 //!   are handed out in order and at most [`TICKETS`] jobs are in flight, so
 //!   no two jobs in flight share one.
@@ -60,6 +63,8 @@ pub(super) struct Slot {
     /// A moving average of how long one job takes on this worker (from
     /// sending to answer), once known.
     pub(super) job_time: Option<Duration>,
+    /// When it last went idle, if it is idle.
+    idle_since: Option<Instant>,
 }
 
 impl Slot {
@@ -80,6 +85,7 @@ impl Slot {
             deadline: None,
             sent: None,
             job_time: None,
+            idle_since: None,
         }
     }
 
@@ -166,8 +172,24 @@ impl Slot {
         self.board.as_ref()
     }
 
+    /// The scheduler found nothing to send it: if it is idle, its idle time
+    /// starts now. True if it did.
+    pub(super) fn went_idle(&mut self) -> bool {
+        self.idle_since = self.idle().then(Instant::now);
+        self.idle_since.is_some()
+    }
+
+    /// When a worker idle for `timeout` is due to retire (`None`: it is not
+    /// idle, or the deadline is past the clock's range, i.e. never).
+    pub(super) fn idle_until(&self, timeout: Duration) -> Option<Instant> {
+        self.idle_since
+            .filter(|_| self.idle())
+            .and_then(|since| since.checked_add(timeout))
+    }
+
     /// A batch of `n` jobs was sent.
     pub(super) fn batch_sent(&mut self, n: usize, deadline: Option<Instant>) {
+        self.idle_since = None;
         self.assigned += n;
         self.sent = Some((Instant::now(), n as u32));
         self.deadline = deadline;

@@ -1,13 +1,20 @@
 //! The timer thread of a pool with per-task timeouts (the pool's, or a
-//! task's own from `submit_timeout`): it kills a worker
+//! task's own from `submit_timeout`) or an idle timeout: it kills a worker
 //! whose job runs past its deadline, so that the job fails with
 //! [`Error::TaskTimeout`](crate::Error::TaskTimeout) and the worker is
-//! replaced.
+//! replaced, and it closes a worker idle for the pool's `idle_timeout`
+//! (the worker exits, its supervisor reaps it, and the next submit that
+//! needs a worker starts one).
 //!
 //! Guarantees:
 //! * at most one timer thread per pool, started with the first worker (or
 //!   the first job with a timeout of its own) and ended once the pool is
-//!   shut down with no worker and no job left;
+//!   shut down with no worker and no job left (with an idle timeout, once
+//!   no worker and no job is left at all: an idle pool holds no thread; the
+//!   next worker starts it again);
+//! * only an idle worker (ready, nothing in flight, not closing) is closed
+//!   for its idle time, under the lock that the scheduler takes to send it
+//!   a batch: a worker is never closed with a job sent to it;
 //! * it sleeps on the pool's condvar until the nearest deadline: whoever sets
 //!   a deadline, removes a worker or shuts the pool down notifies it;
 //! * the job is marked timed out before its worker is killed, so that the
@@ -26,7 +33,7 @@ impl Shared {
     /// Starts the timer thread if the pool needs one (it has a per-task
     /// timeout, or `needed`: a job with its own is being sent) and has none.
     pub(super) fn start_timer(self: &Arc<Self>, st: &mut PoolState, needed: bool) {
-        let needed = needed || self.config.timeout.is_some();
+        let needed = needed || self.config.timeout.is_some() || self.config.idle_timeout.is_some();
         if needed && !st.timer_running && !st.slots.is_empty() {
             let shared = Arc::clone(self);
             if let Ok(handle) = thread::Builder::new()
@@ -54,7 +61,8 @@ impl Shared {
         loop {
             #[cfg(test)]
             super::supervisor::fault::maybe_panic(super::supervisor::fault::TIMER);
-            if st.shutdown && st.slots.is_empty() && st.queue.is_empty() {
+            let idle_pool = st.shutdown || self.config.idle_timeout.is_some();
+            if idle_pool && st.slots.is_empty() && st.queue.is_empty() {
                 st.timer_running = false;
                 return;
             }
@@ -71,6 +79,15 @@ impl Shared {
                     }
                 } else {
                     next = Some(next.map_or(deadline, |n| n.min(deadline)));
+                }
+            }
+            if let Some(timeout) = self.config.idle_timeout {
+                for slot in &mut st.slots {
+                    match slot.idle_until(timeout) {
+                        Some(due) if due <= now => slot.close(),
+                        Some(due) => next = Some(next.map_or(due, |n| n.min(due))),
+                        None => {}
+                    }
                 }
             }
             st = match next {

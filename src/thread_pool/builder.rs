@@ -1,6 +1,7 @@
 //! Settings of a [`ThreadPoolExecutor`].
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use super::ThreadPoolExecutor;
 use super::shared::{Initializer, Shared};
@@ -24,6 +25,7 @@ pub struct ThreadPoolBuilder {
     max_workers: Option<usize>,
     thread_name_prefix: Option<String>,
     initializer: Option<Initializer>,
+    idle_timeout: Option<Duration>,
 }
 
 impl Default for ThreadPoolBuilder {
@@ -34,7 +36,8 @@ impl Default for ThreadPoolBuilder {
 
 impl ThreadPoolBuilder {
     /// Default settings: `min(32, cpus + 4)` workers, names
-    /// `ThreadPoolExecutor-{pool}_{n}`, no initializer.
+    /// `ThreadPoolExecutor-{pool}_{n}`, no initializer, threads kept until
+    /// shutdown (no idle timeout).
     ///
     /// # Examples
     ///
@@ -49,7 +52,47 @@ impl ThreadPoolBuilder {
             max_workers: None,
             thread_name_prefix: None,
             initializer: None,
+            idle_timeout: None,
         }
+    }
+
+    /// A worker thread that has had nothing to do for `timeout` ends;
+    /// threads start again, lazily, on the next submits. A program that
+    /// keeps an idle pool then holds no thread for it. (tokio's
+    /// `thread_keep_alive`, loky's reuse timeout.)
+    ///
+    /// Default: none, threads live until shutdown, as in Python.
+    /// `Duration::MAX` means never; zero is an [`Error::InvalidArgument`] at
+    /// [`build`](Self::build). Every new thread runs the
+    /// [`initializer`](Self::initializer), replacements included.
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::{Error, ThreadPoolBuilder};
+    /// use std::time::{Duration, Instant};
+    ///
+    /// let pool = ThreadPoolBuilder::new()
+    ///     .max_workers(4)
+    ///     .idle_timeout(Duration::from_millis(50))
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(pool.submit(|| 6 * 7).unwrap().into_result(), Ok(42));
+    /// // Once idle for 50 ms, the pool holds no thread...
+    /// let start = Instant::now();
+    /// while pool.live_threads() > 0 && start.elapsed() < Duration::from_secs(10) {
+    ///     std::thread::sleep(Duration::from_millis(5));
+    /// }
+    /// assert_eq!(pool.live_threads(), 0);
+    /// // ...and starts one again for the next task.
+    /// assert_eq!(pool.submit(|| 2 + 2).unwrap().into_result(), Ok(4));
+    ///
+    /// let zero = ThreadPoolBuilder::new().idle_timeout(Duration::ZERO).build();
+    /// assert!(matches!(zero, Err(Error::InvalidArgument(_))));
+    /// ```
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = Some(timeout);
+        self
     }
 
     /// The most threads the pool runs. Zero is an error at `build`.
@@ -176,6 +219,15 @@ impl ThreadPoolBuilder {
                 "thread_name_prefix must not contain NUL bytes".into(),
             ));
         }
+        let idle_timeout = match self.idle_timeout {
+            Some(Duration::ZERO) => {
+                return Err(Error::InvalidArgument(
+                    "idle_timeout must not be zero".into(),
+                ));
+            }
+            Some(Duration::MAX) => None,
+            timeout => timeout,
+        };
         crate::panic::install_hook();
         static POOLS: AtomicUsize = AtomicUsize::new(0);
         let prefix = self.thread_name_prefix.unwrap_or_else(|| {
@@ -188,6 +240,7 @@ impl ThreadPoolBuilder {
             max_workers,
             prefix,
             self.initializer,
+            idle_timeout,
         )))
     }
 }

@@ -2,17 +2,23 @@
 //!
 //! Guarantees:
 //! - A worker exits only when the pool is broken, or closed with an empty
-//!   queue (which then stays empty): a job that got into the queue is run
-//!   by some worker, or cancelled or failed by shutdown.
+//!   queue (which then stays empty), or after sleeping through its idle
+//!   timeout, leaving as the `headcount` module says (a job queued
+//!   meanwhile keeps it, or is seen by whoever queued it): a job that got
+//!   into the queue is run by some worker, or cancelled or failed by
+//!   shutdown.
 //! - A worker never sleeps while a job it could take is queued (the `sleep`
 //!   module's protocol).
 //!
 //! [`next_job`] is generic over the queue so that `tests/loom_thread_pool.rs`
 //! can run this very code under loom, with a queue loom can model.
 
+use std::time::{Duration, Instant};
+
 use crossbeam_queue::SegQueue;
 
 use super::gate::Gate;
+use super::headcount::Headcount;
 use super::job::JobRef;
 use super::shared::Shared;
 use super::sleep::Sleep;
@@ -31,12 +37,15 @@ pub(crate) fn run(shared: &Shared) {
         queue: &shared.queue,
         sleep: &shared.sleep,
         gate: &shared.gate,
+        headcount: &shared.headcount,
+        idle_timeout: shared.idle_timeout(),
         broken: &|| shared.is_broken(),
         crowded: &|| shared.crowded(),
     };
     while let Some(job) = next_job(&pool) {
         job.run(&on_ran);
     }
+    shared.worker_left();
 }
 
 /// The queue as a worker sees it.
@@ -67,6 +76,11 @@ pub struct Idle<'a, Q> {
     pub sleep: &'a Sleep,
     /// The shutdown gate.
     pub gate: &'a Gate,
+    /// The pool's count of workers, which an idle worker leaves.
+    pub headcount: &'a Headcount,
+    /// How long a worker sleeps with nothing to do before it leaves the
+    /// pool (`None`: it never leaves while the pool is open).
+    pub idle_timeout: Option<Duration>,
     /// Whether the pool is broken (no task may run any more).
     pub broken: &'a dyn Fn() -> bool,
     /// Whether the pool's awake threads outnumber the CPUs.
@@ -90,6 +104,9 @@ pub fn next_job<Q: JobQueue>(pool: &Idle<'_, Q>) -> Option<Q::Job> {
         Some(job)
     };
     let mut idle = false;
+    // When this idle spell times out: set at its first sleep, kept across
+    // wake-ups that find nothing (another worker took the job).
+    let mut deadline = None;
     loop {
         if (pool.broken)() {
             return None;
@@ -106,7 +123,21 @@ pub fn next_job<Q: JobQueue>(pool: &Idle<'_, Q>) -> Option<Q::Job> {
             // empty. One last pop covers a job queued just before closing.
             return queue.pop();
         }
-        pool.sleep
-            .sleep(|| !queue.is_empty() || pool.gate.closed() || (pool.broken)());
+        let Some(timeout) = pool.idle_timeout else {
+            pool.sleep.sleep(
+                || !queue.is_empty() || pool.gate.closed() || (pool.broken)(),
+                None,
+            );
+            continue;
+        };
+        // Saturating: a deadline past the clock's range is never.
+        let until = *deadline.get_or_insert_with(|| Instant::now().checked_add(timeout));
+        let woken = pool.sleep.sleep(
+            || !queue.is_empty() || pool.gate.closed() || (pool.broken)(),
+            until,
+        );
+        if !woken && pool.headcount.leave(|| !queue.is_empty()) {
+            return None;
+        }
     }
 }

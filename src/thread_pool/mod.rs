@@ -7,6 +7,7 @@
 
 mod builder;
 mod gate;
+mod headcount;
 mod job;
 mod main_loop;
 mod scope;
@@ -32,6 +33,7 @@ use shared::Shared;
 #[doc(hidden)]
 pub mod __loom {
     pub use super::gate::{Entered, Gate};
+    pub use super::headcount::Headcount;
     pub use super::main_loop::{Idle, JobQueue, next_job};
     pub use super::sleep::Sleep;
 }
@@ -40,7 +42,9 @@ pub mod __loom {
 ///
 /// Python's `ThreadPoolExecutor`: threads start lazily, an idle thread is
 /// reused before a new one starts, there are never more than `max_workers`,
-/// and a panicking task fails only its own future.
+/// and a panicking task fails only its own future. Threads live until
+/// shutdown, unless an [`idle_timeout`](ThreadPoolBuilder::idle_timeout)
+/// ends those left idle (they start again on demand).
 ///
 /// Dropping the pool shuts it down and waits for the queued work to finish;
 /// while the thread is panicking, the queued work is cancelled instead (only
@@ -116,7 +120,11 @@ impl ThreadPoolExecutor {
         self.shared.max_workers()
     }
 
-    /// How many worker threads have been started so far.
+    /// How many worker threads have been started so far. Without an
+    /// [`idle_timeout`](ThreadPoolBuilder::idle_timeout) threads end only
+    /// at shutdown, so this is also how many the pool has; with one, a
+    /// thread started again after others left counts too (see
+    /// [`live_threads`](Self::live_threads)).
     ///
     /// # Examples
     ///
@@ -130,6 +138,33 @@ impl ThreadPoolExecutor {
     /// ```
     pub fn threads_started(&self) -> usize {
         self.shared.threads_started()
+    }
+
+    /// How many worker threads exist now: started, and not yet ended by
+    /// shutdown or by the [`idle_timeout`](ThreadPoolBuilder::idle_timeout).
+    ///
+    /// # Examples
+    ///
+    /// ```
+    /// use concurrent_futures::ThreadPoolExecutor;
+    /// use std::time::{Duration, Instant};
+    ///
+    /// let pool = ThreadPoolExecutor::builder()
+    ///     .max_workers(2)
+    ///     .idle_timeout(Duration::from_millis(20))
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(pool.live_threads(), 0); // threads start on demand
+    /// pool.submit(|| ()).unwrap().wait();
+    /// // Idle for 20 ms, the worker ends.
+    /// let start = Instant::now();
+    /// while pool.live_threads() > 0 && start.elapsed() < Duration::from_secs(10) {
+    ///     std::thread::sleep(Duration::from_millis(5));
+    /// }
+    /// assert_eq!(pool.live_threads(), 0);
+    /// ```
+    pub fn live_threads(&self) -> usize {
+        self.shared.live_threads()
     }
 
     /// Schedules `task` and returns the future of its result.
@@ -491,6 +526,7 @@ impl fmt::Debug for ThreadPoolExecutor {
         f.debug_struct("ThreadPoolExecutor")
             .field("max_workers", &self.max_workers())
             .field("threads_started", &self.threads_started())
+            .field("live_threads", &self.live_threads())
             .finish_non_exhaustive()
     }
 }

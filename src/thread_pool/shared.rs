@@ -4,16 +4,20 @@
 //! Guarantees:
 //! - A job that `push` accepted is run, cancelled or failed: never left in
 //!   the queue with no worker to take it (a worker that cannot start fails
-//!   the submit that needed it, see `push` and `fail_stranded`).
+//!   the submit that needed it, see `push` and `fail_stranded`; a worker
+//!   that leaves after its idle timeout is replaced by the next submit
+//!   that finds none left, see the `headcount` module).
 //! - A broken pool reports `BrokenPool`, before and after shutdown.
 
 use std::io;
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use crossbeam_queue::SegQueue;
 
 use super::gate::Gate;
+use super::headcount::Headcount;
 use super::job::JobRef;
 use super::main_loop;
 use super::sleep::Sleep;
@@ -33,8 +37,12 @@ pub(crate) struct Shared {
     /// claimed by a submit since (Python's `_idle_semaphore`). Only kept while
     /// the pool may still grow.
     idle: AtomicUsize,
-    started: AtomicUsize,
-    max_workers: usize,
+    /// Workers counted now (starting ones included); an idle one leaves
+    /// after `idle_timeout`.
+    pub(crate) headcount: Headcount,
+    /// Threads started so far (for their names and `threads_started`).
+    spawned: AtomicUsize,
+    idle_timeout: Option<Duration>,
     /// CPUs this process may run on, read once.
     cpus: usize,
     thread_name_prefix: String,
@@ -94,14 +102,16 @@ impl Shared {
         max_workers: usize,
         thread_name_prefix: String,
         initializer: Option<Initializer>,
+        idle_timeout: Option<Duration>,
     ) -> Shared {
         Shared {
             queue: SegQueue::new(),
             sleep: Sleep::new(),
             gate: Gate::new(),
             idle: AtomicUsize::new(0),
-            started: AtomicUsize::new(0),
-            max_workers,
+            headcount: Headcount::new(max_workers),
+            spawned: AtomicUsize::new(0),
+            idle_timeout,
             cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
             thread_name_prefix,
             initializer,
@@ -114,7 +124,11 @@ impl Shared {
     }
 
     pub(crate) fn max_workers(&self) -> usize {
-        self.max_workers
+        self.headcount.max()
+    }
+
+    pub(crate) fn idle_timeout(&self) -> Option<Duration> {
+        self.idle_timeout
     }
 
     /// Queues a job and makes sure a worker will run it.
@@ -136,7 +150,7 @@ impl Shared {
             return Err((self.broken_error(), job));
         }
         let mut no_thread = None;
-        if self.started.load(Ordering::Relaxed) < self.max_workers && !self.claim_idle() {
+        if self.headcount.get() < self.max_workers() && !self.claim_idle() {
             if let Start::Failed { reason, others: 0 } = self.spawn_thread() {
                 no_thread = Some(reason);
             }
@@ -155,11 +169,16 @@ impl Shared {
         if self.is_broken() {
             // Broke while we pushed: fail it (and anything else) ourselves.
             self.fail_queued();
-        } else if self.started.load(Ordering::SeqCst) == 0 {
-            // We queued counting on a worker another submitter was starting,
-            // and that start failed too: nobody would take the job. (The
-            // check is after `wake_one`'s fence, as `fail_stranded` needs.)
-            self.fail_stranded();
+        } else if self.headcount.get() == 0 {
+            // We queued counting on a worker that has left since (idle
+            // timeout), or that another submitter was starting and whose
+            // start failed: nobody would take the job. Start one; if none
+            // can start, fail what is stranded. (The check is after
+            // `wake_one`'s fence, as the `headcount` protocol and
+            // `fail_stranded` need.)
+            if let Start::Failed { others: 0, .. } = self.spawn_thread() {
+                self.fail_stranded();
+            }
         }
         Ok(())
     }
@@ -167,21 +186,23 @@ impl Shared {
     /// Fails the queued jobs if no worker runs and none is being started:
     /// nobody would ever take them.
     ///
-    /// Workers never stop while the pool is open, so `started` only falls
-    /// when a start fails. Whoever queues a job, or brings `started` down to
-    /// zero, calls this afterwards (SeqCst on both sides): either it sees no
+    /// Called after a start failed with no other worker counted. Whoever
+    /// queues a job, or brings the count down to zero by a failed start,
+    /// calls this afterwards (SeqCst on both sides): either it sees no
     /// worker and fails the job, or the job is visible to whoever brings the
-    /// count to zero later, or a worker runs it.
+    /// count to zero later, or a worker runs it. (A worker that leaves after
+    /// its idle timeout never fails jobs: it stays if it sees one, see the
+    /// `headcount` module.)
     fn fail_stranded(&self) {
         loop {
             fence(Ordering::SeqCst);
-            if self.started.load(Ordering::SeqCst) > 0 {
+            if self.headcount.get() > 0 {
                 return;
             }
             let Some(job) = self.queue.pop() else { return };
-            if self.started.load(Ordering::SeqCst) > 0 {
+            if self.headcount.get() > 0 {
                 // A worker started meanwhile: it is the one to run the job.
-                // Put it back and look again (the loop ends on `started`).
+                // Put it back and look again (the loop ends on the count).
                 self.queue.push(job);
                 self.sleep.wake_one();
                 continue;
@@ -200,9 +221,18 @@ impl Shared {
 
     /// Called by a worker after a task, before completing its future.
     pub(crate) fn note_idle(&self) {
-        if self.started.load(Ordering::Relaxed) < self.max_workers && self.queue.is_empty() {
+        if self.headcount.get() < self.max_workers() && self.queue.is_empty() {
             self.idle.fetch_add(1, Ordering::AcqRel);
         }
+    }
+
+    /// Called by a worker whose loop ended (it left after its idle timeout,
+    /// or the pool closed): takes back an idle permit it may have left, so
+    /// that a submit does not count on a worker that is gone instead of
+    /// starting one. (A hint only: a submit that does so anyway still
+    /// starts a worker when none is left.)
+    pub(crate) fn worker_left(&self) {
+        self.claim_idle();
     }
 
     /// Starts one more worker if the pool may grow.
@@ -210,14 +240,10 @@ impl Shared {
     /// Never panics: a thread that cannot start (out of threads, of memory
     /// for its stack) is reported, and the pool stays usable.
     fn spawn_thread(self: &std::sync::Arc<Self>) -> Start {
-        let index = match self
-            .started
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < self.max_workers).then_some(n + 1)
-            }) {
-            Ok(n) => n,
-            Err(_) => return Start::Full,
-        };
+        if self.headcount.join().is_none() {
+            return Start::Full;
+        }
+        let index = self.spawned.fetch_add(1, Ordering::Relaxed);
         let shared = std::sync::Arc::clone(self);
         lock(&self.live).live += 1;
         // The builder checked the prefix for NUL bytes, on which `name`
@@ -231,14 +257,19 @@ impl Shared {
             });
         match spawned {
             Ok(handle) => {
-                lock(&self.handles).push(handle);
+                let mut handles = lock(&self.handles);
+                // Threads that left after their idle timeout are done:
+                // forget them, or a long-lived pool would collect handles.
+                handles.retain(|h| !h.is_finished());
+                handles.push(handle);
                 Start::Started
             }
             Err(e) => {
+                self.spawned.fetch_sub(1, Ordering::Relaxed);
                 let reason = Arc::new(e);
                 *lock(&self.spawn_error) = Some(Arc::clone(&reason));
                 self.thread_exited();
-                let others = self.started.fetch_sub(1, Ordering::SeqCst) - 1;
+                let others = self.headcount.cancel_join();
                 Start::Failed { reason, others }
             }
         }
@@ -247,12 +278,18 @@ impl Shared {
     /// Whether this pool's awake workers, plus one submitter, outnumber the
     /// CPUs (see the `sleep` module).
     pub(crate) fn crowded(&self) -> bool {
-        let started = self.started.load(Ordering::Relaxed);
+        let started = self.headcount.get();
         started.saturating_sub(self.sleep.sleepers()) + 1 > self.cpus
     }
 
+    /// Threads started so far (those that failed to start not counted).
     pub(crate) fn threads_started(&self) -> usize {
-        self.started.load(Ordering::Acquire)
+        self.spawned.load(Ordering::Relaxed)
+    }
+
+    /// Worker threads whose thread function has not returned yet.
+    pub(crate) fn live_threads(&self) -> usize {
+        lock(&self.live).live
     }
 
     /// Closes the pool to submissions; returns once no submit is in flight.

@@ -6,7 +6,10 @@
 //!   sleeper.
 //! - A searching worker yields the CPU only when this pool's own threads
 //!   outnumber the CPUs; otherwise it spins for a bounded *time*,
-//!   [`SEARCH_TIME`], then sleeps until a submitter wakes it directly.
+//!   [`SEARCH_TIME`], then sleeps until a submitter wakes it directly (or,
+//!   with an idle timeout, until its deadline).
+//! - A sleep reports a time-out only when no wake-up was handed to it: a
+//!   submitter that woke a sleeper never counts on one that then leaves.
 //!
 //! A worker that runs out of work first *searches*: on a busy pool the next
 //! job usually arrives within microseconds, and a futex sleep plus wake-up
@@ -35,9 +38,10 @@
 //! token only causes one spurious wake-up.
 
 #[cfg(not(loom))]
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use std::time::Instant;
 
-use crate::sync::{AtomicUsize, Condvar, Mutex, Ordering, fence, lock};
+use crate::sync::{AtomicUsize, Condvar, Mutex, MutexGuard, Ordering, fence, lock};
 
 /// How long an idle worker spins before it sleeps when spinning keeps none
 /// of the pool's own threads off a CPU: long enough for a submitter that
@@ -131,23 +135,60 @@ impl Sleep {
     }
 
     /// Sleeps until woken, unless `has_work` (checked after announcing the
-    /// sleep) says there is something to do.
-    pub fn sleep(&self, has_work: impl Fn() -> bool) {
+    /// sleep) says there is something to do, or until `deadline` (`None`:
+    /// never). Returns false only if the deadline passed without a wake-up:
+    /// no submitter counted on this worker, which may then leave the pool
+    /// (see the `headcount` module).
+    pub fn sleep(&self, has_work: impl Fn() -> bool, deadline: Option<Instant>) -> bool {
         let mut tokens = lock(&self.tokens);
         self.sleepers.fetch_add(1, Ordering::SeqCst);
         fence(Ordering::SeqCst);
+        let mut woken = true;
         if !has_work() {
             while *tokens == 0 {
-                tokens = match self.cond.wait(tokens) {
-                    Ok(t) => t,
-                    Err(p) => p.into_inner(),
-                };
+                let timed_out;
+                (tokens, timed_out) = wait(&self.cond, tokens, deadline);
+                if timed_out && *tokens == 0 {
+                    woken = false;
+                    break;
+                }
             }
-            if *tokens != usize::MAX {
+            if woken && *tokens != usize::MAX {
                 *tokens -= 1;
             }
         }
+        // Still under the lock: a wake-up token is either taken above or
+        // given after this, when it can only cause a spurious wake-up.
         self.sleepers.fetch_sub(1, Ordering::SeqCst);
+        woken
+    }
+}
+
+/// Waits on `cond` until notified or `deadline`; true if it passed.
+#[cfg(not(loom))]
+fn wait<'a>(
+    cond: &Condvar,
+    tokens: MutexGuard<'a, usize>,
+    deadline: Option<Instant>,
+) -> (MutexGuard<'a, usize>, bool) {
+    crate::sync::wait_until(cond, tokens, deadline)
+}
+
+/// Under loom, time does not pass: a deadline has always passed already
+/// (the worker times out unless a token is there), the most racy case for
+/// a worker that then leaves the pool.
+#[cfg(loom)]
+fn wait<'a>(
+    cond: &Condvar,
+    tokens: MutexGuard<'a, usize>,
+    deadline: Option<Instant>,
+) -> (MutexGuard<'a, usize>, bool) {
+    if deadline.is_some() {
+        return (tokens, true);
+    }
+    match cond.wait(tokens) {
+        Ok(t) => (t, false),
+        Err(p) => (p.into_inner(), false),
     }
 }
 
