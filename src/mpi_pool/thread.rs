@@ -622,6 +622,10 @@ impl Loop {
             }
             None => self.outbox.send(rank.rank, TAG_MESSAGE, body),
         }
+        #[cfg(feature = "tracing")]
+        if let Some(span) = job.sink.span() {
+            span.sent_to_rank(rank.rank);
+        }
         self.loads.add(r);
         pool.in_flight += 1;
         self.sent.insert(
@@ -730,7 +734,8 @@ impl Loop {
         let rank = &mut self.ranks[r];
         rank.dead = true;
         self.loads.remove(r);
-        eprintln!(
+        crate::trace::diag!(
+            warn,
             "concurrent_futures MPI: worker rank {} sent an unreadable answer and is no longer \
              used: {reason}",
             rank.rank

@@ -26,6 +26,8 @@ pub(crate) mod board;
 mod builder;
 pub(crate) mod callbacks;
 pub(crate) mod entry;
+#[cfg(feature = "tracing")]
+mod events;
 mod process;
 mod schedule;
 mod shared;

@@ -92,6 +92,9 @@ impl StartGate for Gate {
 }
 
 impl Dispatch for Arc<Shared> {
+    fn executor(&self) -> &'static str {
+        "redis"
+    }
     fn dispatch(
         &self,
         payload: Payload,
@@ -328,7 +331,11 @@ impl Shared {
                 let error = Error::TaskTimeout(Duration::from_millis(after_ms));
                 self.callbacks.run(sink.fail(error));
             }),
-            Err(why) => eprintln!("concurrent_futures Redis client {}: {why}", self.client),
+            Err(why) => crate::trace::diag!(
+                warn,
+                "concurrent_futures Redis client {}: {why}",
+                self.client
+            ),
         }
     }
 }
