@@ -132,6 +132,7 @@ mod on {
         }
 
         /// The job was sent to MPI rank `rank`.
+        #[cfg_attr(not(feature = "mpi"), allow(dead_code))]
         pub(crate) fn sent_to_rank(&self, rank: i32) {
             if !self.0.is_disabled() {
                 self.0.record("rank", rank);

@@ -677,7 +677,17 @@ impl Loop {
     /// its future is cancelled already).
     fn stopped(&mut self, id: u64) {
         let error = match self.sent.get(&id).and_then(|sent| sent.timeout) {
-            Some(timeout) => Error::TaskTimeout(timeout),
+            Some(timeout) => {
+                crate::trace::event!(
+                    warn,
+                    executor = "mpi",
+                    rank = self.sent.get(&id).map(|sent| self.ranks[sent.rank].rank),
+                    job = id,
+                    ?timeout,
+                    "task timed out"
+                );
+                Error::TaskTimeout(timeout)
+            }
             None => Error::Cancelled,
         };
         self.done(id, Err(error));
@@ -722,6 +732,13 @@ impl Loop {
         };
         if let Some(reason) = failure {
             let worker = &self.ranks[r];
+            crate::trace::event!(
+                error,
+                executor = "mpi",
+                rank = worker.rank,
+                cause = %reason,
+                "initializer failed"
+            );
             shared.break_pool(format!(
                 "the initializer failed on worker rank {}: {reason}",
                 worker.rank

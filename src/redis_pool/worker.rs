@@ -369,6 +369,16 @@ pub fn serve(url: &str, queue: &str, options: &WorkerOptions) -> Result<(), Erro
         pool,
         runners_done: AtomicBool::new(false),
     });
+    crate::trace::event!(
+        info,
+        executor = "redis",
+        %host,
+        pid,
+        queue,
+        concurrency = options.concurrency,
+        isolate = options.isolate,
+        "worker started"
+    );
     let heartbeat = {
         let worker = Arc::clone(&worker);
         std::thread::Builder::new()
@@ -403,6 +413,7 @@ pub fn serve(url: &str, queue: &str, options: &WorkerOptions) -> Result<(), Erro
     if let Some(pool) = &worker.pool {
         pool.shutdown(true, false);
     }
+    crate::trace::event!(info, executor = "redis", %host, pid, "worker exited");
     Ok(())
 }
 

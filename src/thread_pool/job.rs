@@ -98,10 +98,13 @@ impl<F, T, K> TaskCell<F, T, K> {
         if !self.core.header().set_running() {
             return;
         }
-        let entered = self.span.run();
-        let outcome = call(func);
-        self.span.finished(&outcome);
-        drop(entered);
+        let outcome = {
+            // The task's span is the current one while it runs.
+            let _entered = self.span.run();
+            let outcome = call(func);
+            self.span.finished(&outcome);
+            outcome
+        };
         on_ran();
         // Only a concurrent `abort` can have completed it meanwhile.
         let _ = self.core.complete(outcome);
