@@ -1,26 +1,32 @@
 //! The process pool's worker events (feature `tracing`), kept here so that
 //! the pool's code calls one function per event.
 //!
-//! Every event has `executor = "process"` and the worker's `pid`.
+//! Every event has `executor = "process"` and the worker's `pid`, and the
+//! target `concurrent_futures::process_pool` (whatever this module's path).
 
 use std::time::Duration;
+
+use tracing::{error, info, warn};
 
 use super::process::{Ended, describe};
 use super::slot::Stop;
 
+const TARGET: &str = "concurrent_futures::process_pool";
+
 /// A worker process is ready (handshake and initializer done).
 pub(super) fn worker_started(pid: u32) {
-    tracing::info!(executor = "process", pid, "worker started");
+    info!(target: TARGET, executor = "process", pid, "worker started");
 }
 
 /// A worker that started never became ready.
 pub(super) fn worker_start_failed(reason: &dyn std::fmt::Display) {
-    tracing::error!(executor = "process", cause = %reason, "worker failed to start");
+    error!(target: TARGET, executor = "process", cause = %reason, "worker failed to start");
 }
 
 /// The initializer failed in worker `pid`: the pool breaks.
 pub(super) fn initializer_failed(pid: u32, task: &str, reason: &str) {
-    tracing::error!(
+    error!(
+        target: TARGET,
         executor = "process",
         pid,
         initializer = task,
@@ -38,57 +44,36 @@ pub(super) fn worker_ended(
     protocol_error: Option<&str>,
 ) {
     let status = describe(ended);
-    match (protocol_error, stopped) {
-        (Some(e), _) => tracing::warn!(
-            executor = "process",
-            pid,
-            cause = %format_args!("broke the protocol ({e}); killed: {status}"),
-            "worker died"
-        ),
+    let cause = match (protocol_error, stopped) {
+        (Some(e), _) => format!("it broke the protocol ({e}) and was killed: {status}"),
         (None, Some(Stop::Pool)) => {
-            tracing::info!(
-                executor = "process",
-                pid,
-                status,
-                "worker stopped by the pool"
-            )
+            info!(target: TARGET, executor = "process", pid, status, "worker stopped by the pool");
+            return;
         }
-        (None, Some(Stop::Timeout(_))) => tracing::warn!(
-            executor = "process",
-            pid,
-            cause = %format_args!("killed: a task timed out ({status})"),
-            "worker died"
-        ),
-        (None, Some(Stop::Broken)) => tracing::warn!(
-            executor = "process",
-            pid,
-            cause = %format_args!("killed: the pool broke ({status})"),
-            "worker died"
-        ),
+        (None, Some(Stop::Timeout(_))) => format!("killed, its task timed out: {status}"),
+        (None, Some(Stop::Broken)) => format!("killed, the pool broke: {status}"),
         (None, None) if ended.status.success() && !ended.lingered => {
-            tracing::info!(executor = "process", pid, "worker exited")
+            info!(target: TARGET, executor = "process", pid, "worker exited");
+            return;
         }
-        (None, None) => tracing::warn!(executor = "process", pid, cause = status, "worker died"),
-    }
+        (None, None) => status,
+    };
+    warn!(target: TARGET, executor = "process", pid, cause, "worker died");
 }
 
-/// A new worker (the pool's `worker`-th) starts in place of `pid`.
-pub(super) fn worker_replaced(pid: u32, worker: u64) {
-    tracing::info!(
-        executor = "process",
-        pid,
-        replacement = worker,
-        "worker replaced"
-    );
+/// A new worker starts in place of `pid`, which ended while work waited.
+pub(super) fn worker_replaced(pid: u32) {
+    info!(target: TARGET, executor = "process", pid, "worker replaced");
 }
 
 /// Job `job` ran past its `timeout` in worker `pid`, which is killed.
 pub(super) fn task_timed_out(pid: Option<u32>, job: u64, timeout: Option<Duration>) {
-    tracing::warn!(
+    warn!(
+        target: TARGET,
         executor = "process",
         pid,
         job,
-        timeout = ?timeout,
-        "task timed out; killing its worker"
+        timeout_ms = timeout.map(|t| t.as_millis() as u64),
+        "task timed out"
     );
 }

@@ -307,7 +307,7 @@ impl Shared {
         let batches = self.schedule(&mut st);
         #[cfg(feature = "tracing")]
         if st.next_worker > next_worker {
-            super::events::worker_replaced(pid, next_worker);
+            super::events::worker_replaced(pid);
         }
         drop(st);
         batches.send(self);

@@ -96,6 +96,8 @@ impl<F, T, K> TaskCell<F, T, K> {
     fn run_with(&self, on_ran: &dyn Fn(), call: impl FnOnce(F) -> Result<T, Error>) {
         let Some(func) = self.take_func() else { return };
         if !self.core.header().set_running() {
+            // Cancelled while queued.
+            self.span.finished::<T>(&Err(Error::Cancelled));
             return;
         }
         let outcome = {
@@ -112,12 +114,15 @@ impl<F, T, K> TaskCell<F, T, K> {
 
     fn cancel_cell(&self) {
         drop(self.take_func());
+        self.span.finished::<T>(&Err(Error::Cancelled));
         self.core.header().cancel();
     }
 
     fn fail_cell(&self, error: Error) {
         drop(self.take_func());
-        let _ = self.core.complete(Err(error));
+        let outcome = Err(error);
+        self.span.finished(&outcome);
+        let _ = self.core.complete(outcome);
     }
 
     fn abandon_cell(&self) {
