@@ -70,6 +70,9 @@ mod on {
 
     use crate::Error;
 
+    /// The target of task spans and their events (not this module's path).
+    const TARGET: &str = "concurrent_futures::task";
+
     /// The span of one task, from its submission to its end.
     pub(crate) struct TaskSpan(tracing::Span);
 
@@ -79,6 +82,7 @@ mod on {
         /// A thread-pool task submitted at `at`.
         pub(crate) fn thread(at: &'static Location<'static>) -> TaskSpan {
             TaskSpan(tracing::debug_span!(
+                target: TARGET,
                 "task",
                 executor = "thread",
                 at = %at,
@@ -89,6 +93,7 @@ mod on {
         /// A chunk of `items` items of a thread-pool `map`.
         pub(crate) fn thread_map(items: usize) -> TaskSpan {
             TaskSpan(tracing::debug_span!(
+                target: TARGET,
                 "task",
                 executor = "thread",
                 task = "map",
@@ -101,6 +106,7 @@ mod on {
         /// of `items` calls).
         pub(crate) fn remote(executor: &'static str, task: &'static str, items: usize) -> TaskSpan {
             TaskSpan(tracing::debug_span!(
+                target: TARGET,
                 "task",
                 executor,
                 task,
@@ -118,7 +124,7 @@ mod on {
                 if let Some(name) = std::thread::current().name() {
                     self.0.record("thread", name);
                 }
-                tracing::debug!("task started");
+                tracing::debug!(target: TARGET, "task started");
             }
             entered
         }
@@ -127,7 +133,7 @@ mod on {
         pub(crate) fn sent_to_pid(&self, pid: u32) {
             if !self.0.is_disabled() {
                 self.0.record("pid", pid);
-                tracing::debug!(parent: &self.0, pid, "task sent");
+                tracing::debug!(target: TARGET, parent: &self.0, pid, "task sent");
             }
         }
 
@@ -136,7 +142,7 @@ mod on {
         pub(crate) fn sent_to_rank(&self, rank: i32) {
             if !self.0.is_disabled() {
                 self.0.record("rank", rank);
-                tracing::debug!(parent: &self.0, rank, "task sent");
+                tracing::debug!(target: TARGET, parent: &self.0, rank, "task sent");
             }
         }
 
@@ -146,9 +152,13 @@ mod on {
                 return;
             }
             match outcome {
-                Ok(_) => tracing::debug!(parent: &self.0, "task finished"),
-                Err(Error::Cancelled) => tracing::debug!(parent: &self.0, "task cancelled"),
-                Err(e) => tracing::debug!(parent: &self.0, error = %e, "task failed"),
+                Ok(_) => tracing::debug!(target: TARGET, parent: &self.0, "task finished"),
+                Err(Error::Cancelled) => {
+                    tracing::debug!(target: TARGET, parent: &self.0, "task cancelled")
+                }
+                Err(e) => {
+                    tracing::debug!(target: TARGET, parent: &self.0, error = %e, "task failed")
+                }
             }
         }
     }
