@@ -12,6 +12,10 @@
 //!    buffersize over an infinite input, scoped tasks borrowing the stack,
 //!    awaiting a pool future from async code, and a panicking task that
 //!    fails only its own future.
+//!
+//! Built with `--features tracing`, it also logs the pools' events (worker
+//! start, death, replacement...) at `INFO` on stderr: `cargo run --release
+//! --features tracing --example tour 2>events.log`.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -22,6 +26,12 @@ use concurrent_futures::{
 };
 
 fn main() -> Result<(), Error> {
+    // Task spans are at DEBUG: INFO keeps the log to the workers' lives.
+    #[cfg(feature = "tracing")]
+    tracing_subscriber::fmt()
+        .with_max_level(tracing_subscriber::filter::LevelFilter::INFO)
+        .with_writer(std::io::stderr)
+        .init();
     println!("concurrent-futures tour ({} cpus)\n", cpus());
     io_bound()?;
     cpu_bound()?;

@@ -74,6 +74,7 @@ pub mod progress;
 mod sync;
 mod task_fn;
 pub mod thread_pool;
+mod trace;
 pub mod wait;
 
 pub use error::{Backtrace, Error, Result, TaskError, WorkerId};

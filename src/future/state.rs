@@ -687,7 +687,8 @@ impl Wakeups {
 /// Runs one done callback; a panic is reported and does not stop the others.
 pub(crate) fn run_callback(callback: Callback) {
     if let Err(payload) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(callback)) {
-        eprintln!(
+        crate::trace::diag!(
+            error,
             "concurrent_futures: a done callback panicked: {}",
             crate::error::panic_message(payload.as_ref())
         );

@@ -125,7 +125,8 @@ pub(crate) fn divert() {
     let code = match serve(isolate) {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!(
+            crate::trace::diag!(
+                error,
                 "concurrent_futures MPI worker rank {rank} (pid {}): {e}",
                 std::process::id()
             );

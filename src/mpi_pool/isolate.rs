@@ -262,7 +262,11 @@ impl Isolating<'_> {
                         if let Err(e) = self.pool.dispatch(payload, Box::new(sink), timeout) {
                             // The sink, dropped, answers with its own
                             // error; say why here.
-                            eprintln!("concurrent_futures MPI worker {}: {e}", self.me);
+                            crate::trace::diag!(
+                                warn,
+                                "concurrent_futures MPI worker {}: {e}",
+                                self.me
+                            );
                         }
                     }
                 }

@@ -61,6 +61,9 @@ struct State {
 }
 
 impl Dispatch for Arc<Shared> {
+    fn executor(&self) -> &'static str {
+        "mpi"
+    }
     fn dispatch(
         &self,
         payload: Payload,

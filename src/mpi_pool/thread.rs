@@ -622,6 +622,10 @@ impl Loop {
             }
             None => self.outbox.send(rank.rank, TAG_MESSAGE, body),
         }
+        #[cfg(feature = "tracing")]
+        if let Some(span) = job.sink.span() {
+            span.sent_to_rank(rank.rank);
+        }
         self.loads.add(r);
         pool.in_flight += 1;
         self.sent.insert(
@@ -673,7 +677,17 @@ impl Loop {
     /// its future is cancelled already).
     fn stopped(&mut self, id: u64) {
         let error = match self.sent.get(&id).and_then(|sent| sent.timeout) {
-            Some(timeout) => Error::TaskTimeout(timeout),
+            Some(timeout) => {
+                crate::trace::event!(
+                    warn,
+                    executor = "mpi",
+                    rank = self.sent.get(&id).map(|sent| self.ranks[sent.rank].rank),
+                    job = id,
+                    ?timeout,
+                    "task timed out"
+                );
+                Error::TaskTimeout(timeout)
+            }
             None => Error::Cancelled,
         };
         self.done(id, Err(error));
@@ -718,6 +732,13 @@ impl Loop {
         };
         if let Some(reason) = failure {
             let worker = &self.ranks[r];
+            crate::trace::event!(
+                error,
+                executor = "mpi",
+                rank = worker.rank,
+                cause = %reason,
+                "initializer failed"
+            );
             shared.break_pool(format!(
                 "the initializer failed on worker rank {}: {reason}",
                 worker.rank
@@ -730,7 +751,8 @@ impl Loop {
         let rank = &mut self.ranks[r];
         rank.dead = true;
         self.loads.remove(r);
-        eprintln!(
+        crate::trace::diag!(
+            warn,
             "concurrent_futures MPI: worker rank {} sent an unreadable answer and is no longer \
              used: {reason}",
             rank.rank

@@ -86,7 +86,10 @@ pub fn run_if_worker() {
     unsafe { std::env::remove_var(WORKER_ENV) };
     let parent = value.to_str().and_then(|s| s.parse::<libc::pid_t>().ok());
     let Some(parent) = parent else {
-        eprintln!("concurrent_futures worker: bad {WORKER_ENV} value {value:?}");
+        crate::trace::diag!(
+            error,
+            "concurrent_futures worker: bad {WORKER_ENV} value {value:?}"
+        );
         std::process::exit(EXIT_PROTOCOL);
     };
     // Die with the pool's thread that started us, or with the whole pool;
@@ -122,7 +125,10 @@ pub fn run_if_worker() {
     let board = match Board::receive(&stream) {
         Ok(board) => board,
         Err(e) => {
-            eprintln!("concurrent_futures worker: cannot map the ticket board: {e}");
+            crate::trace::diag!(
+                error,
+                "concurrent_futures worker: cannot map the ticket board: {e}"
+            );
             std::process::exit(EXIT_PROTOCOL);
         }
     };
@@ -204,7 +210,11 @@ fn serve(stream: UnixStream, board: &Board) -> i32 {
         return EXIT_PROTOCOL;
     }
     let fail = |what: &dyn std::fmt::Display| {
-        eprintln!("concurrent_futures worker {}: {what}", std::process::id());
+        crate::trace::diag!(
+            error,
+            "concurrent_futures worker {}: {what}",
+            std::process::id()
+        );
         EXIT_PROTOCOL
     };
     loop {

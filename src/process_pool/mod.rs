@@ -21,11 +21,70 @@
 //!   backtrace, and the worker survives;
 //! * a serialization failure on either side fails only that task; nothing
 //!   hangs on a dead worker, a full pipe or a large payload.
+//!
+//! # `main` never runs in a worker
+//!
+//! A worker is this program started again, diverted into worker mode
+//! before `main`. Whatever `main` sets up (a logger, a `tracing`
+//! subscriber, environment read into a global, a `static` filled in) does
+//! not exist in the workers: a task sees the statics' initial values.
+//! Set up a worker with the pool's
+//! [`initializer`](ProcessPoolBuilder::initializer), a `#[task]` that runs
+//! once in every new worker (replacements included) before its first task.
+//!
+//! # Logging and tracing in workers
+//!
+//! With the `tracing` feature the pool's own spans and events (one span per
+//! task, worker start, exit, death with its cause, timeout, replacement,
+//! initializer failure) are emitted in the parent, where your subscriber
+//! is. Events that tasks emit (and the library's messages from a worker)
+//! are emitted in the worker, which has no subscriber until you install
+//! one, in the initializer. Workers inherit the parent's stderr, so a
+//! `fmt` subscriber writing to stderr interleaves with the parent's:
+//!
+//! ```
+//! use concurrent_futures::{ProcessPoolBuilder, task};
+//!
+//! /// Runs in every new worker before its first task.
+//! #[task]
+//! fn init_logging() {
+//!     // `try_init`: an error (a subscriber is already there) is not fatal.
+//!     let _ = tracing_subscriber::fmt()
+//!         .with_writer(std::io::stderr)
+//!         .with_target(false)
+//!         .try_init();
+//! }
+//!
+//! #[task]
+//! fn square(n: u64) -> u64 {
+//!     // `tracing::info!(n, "squaring")` here goes to the worker's subscriber.
+//!     n * n
+//! }
+//!
+//! fn main() {
+//!     // The parent's own subscriber: set up here, in `main`, as usual. It
+//!     // sees the pool's task spans and worker events.
+//!     let _ = tracing_subscriber::fmt().with_writer(std::io::stderr).try_init();
+//!     let pool = ProcessPoolBuilder::new()
+//!         .max_workers(2)
+//!         .initializer(init_logging, ())
+//!         .build()
+//!         .unwrap();
+//!     assert_eq!(pool.submit(square, 7).unwrap().into_result(), Ok(49));
+//! }
+//! ```
+//!
+//! To tell workers apart, a worker's events can carry its pid
+//! (`std::process::id()`), or each worker can log to a file of its own,
+//! named after it, through the initializer's arguments (a directory, a
+//! level).
 
 pub(crate) mod board;
 mod builder;
 pub(crate) mod callbacks;
 pub(crate) mod entry;
+#[cfg(feature = "tracing")]
+mod events;
 mod process;
 mod schedule;
 mod shared;

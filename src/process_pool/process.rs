@@ -348,7 +348,10 @@ pub(super) fn handshake(
     let _ = ours.set_read_timeout(None);
     if let Some(init) = &config.initializer {
         let _ = ours.set_read_timeout(config.timeout);
-        initialize(ours, &mut reader, &mut buf, init)?;
+        initialize(ours, &mut reader, &mut buf, init).inspect_err(|_reason| {
+            #[cfg(feature = "tracing")]
+            super::events::initializer_failed(process.id(), init.task.name, _reason);
+        })?;
         let _ = ours.set_read_timeout(None);
     }
     reader

@@ -219,6 +219,10 @@ impl Shared {
                 continue; // cancelled just now: never sent
             }
             job.abortable = true;
+            #[cfg(feature = "tracing")]
+            if let (Some(span), Some(pid)) = (job.sink.span(), slot.pid()) {
+                span.sent_to_pid(pid);
+            }
             bytes += job.payload.items.len();
             jobs.push((job.id, job.ticket, Arc::clone(&job.payload)));
             slot.inflight.push_back(job);

@@ -105,6 +105,9 @@ pub(super) fn cancel_all(jobs: Vec<Request>) {
 }
 
 impl Dispatch for Arc<Shared> {
+    fn executor(&self) -> &'static str {
+        "process"
+    }
     fn dispatch(
         &self,
         payload: Payload,

@@ -85,6 +85,8 @@ impl Shared {
                 return;
             }
         };
+        #[cfg(feature = "tracing")]
+        super::events::worker_started(process.id());
         let batches = {
             let mut st = self.lock();
             match st.slot_index(worker) {
@@ -197,6 +199,8 @@ impl Shared {
                     ..ended
                 });
                 let reason = format!("{reason} (worker process {}: {status})", process.id());
+                #[cfg(feature = "tracing")]
+                super::events::worker_start_failed(&reason);
                 (Cause::new(reason), true)
             }
         };
@@ -238,6 +242,8 @@ impl Shared {
         };
         let slot = st.slots.remove(i);
         let broken = st.broken.clone();
+        #[cfg(feature = "tracing")]
+        super::events::worker_ended(pid, ended, slot.stopped.as_ref(), protocol_error.as_deref());
         let died = |finished: bool| match (&protocol_error, &broken, slot.stopped) {
             (Some(e), _, _) => Error::Protocol(format!(
                 "worker process {pid} broke the protocol ({e}) and was killed"
@@ -296,7 +302,13 @@ impl Shared {
             Vec::new()
         };
         self.timer.notify_all();
+        #[cfg(feature = "tracing")]
+        let next_worker = st.next_worker;
         let batches = self.schedule(&mut st);
+        #[cfg(feature = "tracing")]
+        if st.next_worker > next_worker {
+            super::events::worker_replaced(pid);
+        }
         drop(st);
         batches.send(self);
         self.fail_all(failures);

@@ -75,6 +75,15 @@ impl Shared {
                 if deadline <= now {
                     slot.deadline = None;
                     if let Some(id) = slot.inflight.front().map(|job| job.id) {
+                        #[cfg(feature = "tracing")]
+                        super::events::task_timed_out(
+                            slot.pid(),
+                            id,
+                            slot.inflight
+                                .front()
+                                .and_then(|j| j.timeout)
+                                .or(self.config.timeout),
+                        );
                         slot.stop(Stop::Timeout(id), libc::SIGKILL);
                     }
                 } else {

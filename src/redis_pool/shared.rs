@@ -92,6 +92,9 @@ impl StartGate for Gate {
 }
 
 impl Dispatch for Arc<Shared> {
+    fn executor(&self) -> &'static str {
+        "redis"
+    }
     fn dispatch(
         &self,
         payload: Payload,
@@ -322,13 +325,29 @@ impl Shared {
                 }
             }),
             Ok(Reply::Failed { id, error }) => {
-                self.settle(id, |sink| self.callbacks.run(sink.fail(error.into())));
+                let error = Error::from(error);
+                #[cfg(feature = "tracing")]
+                if let Error::WorkerDied { worker, cause } = &error {
+                    crate::trace::event!(warn, executor = "redis", job = id, %worker, cause, "worker died");
+                }
+                self.settle(id, |sink| self.callbacks.run(sink.fail(error)));
             }
             Ok(Reply::TimedOut { id, after_ms }) => self.settle(id, |sink| {
+                crate::trace::event!(
+                    warn,
+                    executor = "redis",
+                    job = id,
+                    after_ms,
+                    "task timed out"
+                );
                 let error = Error::TaskTimeout(Duration::from_millis(after_ms));
                 self.callbacks.run(sink.fail(error));
             }),
-            Err(why) => eprintln!("concurrent_futures Redis client {}: {why}", self.client),
+            Err(why) => crate::trace::diag!(
+                warn,
+                "concurrent_futures Redis client {}: {why}",
+                self.client
+            ),
         }
     }
 }

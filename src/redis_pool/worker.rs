@@ -278,13 +278,14 @@ pub(crate) fn divert() {
         .and_then(|t| Ok((WorkerOptions::new().parse(&t.options)?, t)));
     let code = match started {
         Err(e) => {
-            eprintln!("concurrent_futures Redis worker: {WORKER_ENV}: {e}");
+            crate::trace::diag!(error, "concurrent_futures Redis worker: {WORKER_ENV}: {e}");
             EXIT_FAILED
         }
         Ok((options, target)) => match serve(&target.url, &target.queue, &options) {
             Ok(()) => 0,
             Err(e) => {
-                eprintln!(
+                crate::trace::diag!(
+                    error,
                     "concurrent_futures Redis worker {}: {e}",
                     std::process::id()
                 );
@@ -368,6 +369,16 @@ pub fn serve(url: &str, queue: &str, options: &WorkerOptions) -> Result<(), Erro
         pool,
         runners_done: AtomicBool::new(false),
     });
+    crate::trace::event!(
+        info,
+        executor = "redis",
+        %host,
+        pid,
+        queue,
+        concurrency = options.concurrency,
+        isolate = options.isolate,
+        "worker started"
+    );
     let heartbeat = {
         let worker = Arc::clone(&worker);
         std::thread::Builder::new()
@@ -390,7 +401,10 @@ pub fn serve(url: &str, queue: &str, options: &WorkerOptions) -> Result<(), Erro
             }
             Err(e) => {
                 STOP.store(true, Ordering::Release);
-                eprintln!("concurrent_futures Redis worker {pid}: cannot start a runner: {e}");
+                crate::trace::diag!(
+                    error,
+                    "concurrent_futures Redis worker {pid}: cannot start a runner: {e}"
+                );
             }
         }
     }
@@ -399,6 +413,7 @@ pub fn serve(url: &str, queue: &str, options: &WorkerOptions) -> Result<(), Erro
     if let Some(pool) = &worker.pool {
         pool.shutdown(true, false);
     }
+    crate::trace::event!(info, executor = "redis", %host, pid, "worker exited");
     Ok(())
 }
 
@@ -474,7 +489,11 @@ impl Worker {
             match opened {
                 Ok(c) => {
                     if *said {
-                        eprintln!("concurrent_futures Redis {}: reconnected", self.me);
+                        crate::trace::diag!(
+                            info,
+                            "concurrent_futures Redis {}: reconnected",
+                            self.me
+                        );
                         *said = false;
                     }
                     *backoff = Duration::from_millis(10);
@@ -482,7 +501,11 @@ impl Worker {
                 }
                 Err(e) => {
                     if !*said {
-                        eprintln!("concurrent_futures Redis {}: {e}; retrying", self.me);
+                        crate::trace::diag!(
+                            warn,
+                            "concurrent_futures Redis {}: {e}; retrying",
+                            self.me
+                        );
                         *said = true;
                     }
                     std::thread::sleep(*backoff);
@@ -533,7 +556,7 @@ impl Worker {
                         }
                     }
                     Err(e) => {
-                        eprintln!("concurrent_futures Redis {}: {e}", self.me);
+                        crate::trace::diag!(warn, "concurrent_futures Redis {}: {e}", self.me);
                         std::thread::sleep(BLOCK);
                     }
                 }
@@ -544,9 +567,11 @@ impl Worker {
             if let Err(e) = handled {
                 // The entry stays pending and unheld: once idle long
                 // enough, a runner reclaims it.
-                eprintln!(
+                crate::trace::diag!(
+                    warn,
                     "concurrent_futures Redis {}: entry {}: {e}",
-                    self.me, entry.id
+                    self.me,
+                    entry.id
                 );
                 if is_broken(&e) {
                     conn = None;
@@ -620,9 +645,11 @@ impl Worker {
                 .arg(&entry.id)
                 .ignore();
             if let Err(e) = pipe.query::<()>(c) {
-                eprintln!(
+                crate::trace::diag!(
+                    warn,
                     "concurrent_futures Redis {}: cannot release {}: {e}",
-                    self.me, entry.id
+                    self.me,
+                    entry.id
                 );
             }
         }
@@ -683,9 +710,12 @@ impl Worker {
             .text(layout::F_JOB)
             .and_then(|j| j.parse::<u64>().ok());
         let (Some(client), Some(job)) = (client, job) else {
-            eprintln!(
+            crate::trace::diag!(
+                warn,
                 "concurrent_futures Redis {}: dropped entry {} of {}: it names no client and job",
-                self.me, entry.id, self.keys.tasks
+                self.me,
+                entry.id,
+                self.keys.tasks
             );
             return Ok(Verdict::Drop);
         };
@@ -695,9 +725,11 @@ impl Worker {
             .unwrap_or(3_600_000)
             .clamp(1_000, 30 * 86_400_000);
         let fail = |error: RemoteError, state: Option<String>| {
-            eprintln!(
+            crate::trace::diag!(
+                warn,
                 "concurrent_futures Redis {}: entry {} (job {job} of client {client}): {error:?}",
-                self.me, entry.id
+                self.me,
+                entry.id
             );
             Verdict::Reply {
                 client,

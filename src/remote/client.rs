@@ -20,11 +20,14 @@ use super::job::{Chunk, One, Payload, Sink};
 use super::message::{self, MAX_MESSAGE};
 use super::tasks::TaskRef;
 use crate::map::ChunkSource;
+use crate::trace::TaskSpan;
 use crate::{Error, Future, Promise, RegisteredTask};
 
 /// What a remote executor does with a job: queue it for a worker. The
 /// client functions build every `submit` and `map` on it.
 pub(crate) trait Dispatch {
+    /// The executor's name in spans and events: `process`, `mpi`, `redis`.
+    fn executor(&self) -> &'static str;
     /// Queues `payload`, to be completed through `sink`; `timeout` is the
     /// job's own limit, over the executor's. Fails (without completing the
     /// sink) if the executor is broken or shut down.
@@ -55,8 +58,14 @@ where
     let mut items = Vec::new();
     encode_into(args, &mut items)?;
     let (promise, future) = Promise::new();
+    let span = TaskSpan::remote(dispatch.executor(), task.name, 1);
     let payload = Payload { task, items };
-    dispatch.dispatch(payload, Box::new(One { promise, convert }), timeout)?;
+    let sink = One {
+        promise,
+        convert,
+        span,
+    };
+    dispatch.dispatch(payload, Box::new(sink), timeout)?;
     Ok(future)
 }
 
@@ -96,6 +105,7 @@ where
             promise,
             len,
             failed,
+            span: TaskSpan::remote(dispatch.executor(), task.name, len),
         };
         if packed.is_empty() {
             // Nothing to send: every item failed to serialize.

@@ -12,6 +12,7 @@ use super::tasks::TaskRef;
 use crate::future::state::{AbortHandler, StartGate};
 use crate::future::{Canceller, DeferredCallbacks};
 use crate::map::ChunkResults;
+use crate::trace::TaskSpan;
 use crate::{Error, Promise};
 
 /// The answer to a job: one outcome record per item (see
@@ -63,6 +64,12 @@ pub(crate) trait Sink: Send {
     /// Completes the future with an error.
     fn fail(self: Box<Self>, error: Error) -> DeferredCallbacks {
         self.complete(Err(error))
+    }
+    /// The job's span, if it has one (the client's sinks do; a worker's
+    /// forwarding sinks do not).
+    #[cfg(feature = "tracing")]
+    fn span(&self) -> Option<&TaskSpan> {
+        None
     }
 }
 
@@ -211,6 +218,7 @@ fn failure_record(record: &[u8]) -> Error {
 pub(crate) struct One<R, V = R> {
     pub(crate) promise: Promise<V>,
     pub(crate) convert: fn(R) -> Result<V, Error>,
+    pub(crate) span: TaskSpan,
 }
 
 impl<R, V> Sink for One<R, V>
@@ -229,7 +237,13 @@ where
                 _ => Err(Error::Protocol("expected exactly one result".into())),
             }
         });
-        settle(&self.promise, result.and_then(self.convert))
+        let outcome = result.and_then(self.convert);
+        self.span.finished(&outcome);
+        settle(&self.promise, outcome)
+    }
+    #[cfg(feature = "tracing")]
+    fn span(&self) -> Option<&TaskSpan> {
+        Some(&self.span)
     }
 }
 
@@ -242,6 +256,7 @@ pub(crate) struct Chunk<R> {
     pub(crate) len: usize,
     /// The items that failed locally (and were not sent), by position.
     pub(crate) failed: Vec<(usize, Error)>,
+    pub(crate) span: TaskSpan,
 }
 
 impl<R: DeserializeOwned + Send + 'static> Sink for Chunk<R> {
@@ -253,6 +268,7 @@ impl<R: DeserializeOwned + Send + 'static> Sink for Chunk<R> {
             promise,
             len,
             failed,
+            span,
         } = *self;
         let result = outcome.and_then(|results| {
             // The records are counted now (a hop per header), so that a
@@ -271,7 +287,12 @@ impl<R: DeserializeOwned + Send + 'static> Sink for Chunk<R> {
                 decode_chunk(&bytes, len, failed)
             }))
         });
+        span.finished(&result);
         settle(&promise, result)
+    }
+    #[cfg(feature = "tracing")]
+    fn span(&self) -> Option<&TaskSpan> {
+        Some(&self.span)
     }
 }
 

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::Error;
 use crate::future::{Core, HasCore};
+use crate::trace::TaskSpan;
 
 /// A unit of work, as the queue sees it.
 pub(crate) trait Job: Send + Sync {
@@ -61,6 +62,8 @@ pub(crate) struct TaskCell<F, T, K = Plain> {
     /// Taken exactly once, by whoever consumes the job.
     func: Mutex<Option<F>>,
     kind: PhantomData<fn() -> K>,
+    /// Its span (feature `tracing`; zero-sized without).
+    span: TaskSpan,
 }
 
 /// The closure returns the future's value.
@@ -70,11 +73,18 @@ pub(crate) struct Plain;
 pub(crate) struct Flat;
 
 impl<F, T, K> TaskCell<F, T, K> {
+    /// A task submitted by the caller (whose location names its span).
+    #[cfg_attr(feature = "tracing", track_caller)]
     pub(crate) fn new(func: F) -> TaskCell<F, T, K> {
+        TaskCell::with_span(func, TaskSpan::thread(std::panic::Location::caller()))
+    }
+
+    pub(crate) fn with_span(func: F, span: TaskSpan) -> TaskCell<F, T, K> {
         TaskCell {
             core: Core::new(),
             func: Mutex::new(Some(func)),
             kind: PhantomData,
+            span,
         }
     }
 
@@ -86,9 +96,17 @@ impl<F, T, K> TaskCell<F, T, K> {
     fn run_with(&self, on_ran: &dyn Fn(), call: impl FnOnce(F) -> Result<T, Error>) {
         let Some(func) = self.take_func() else { return };
         if !self.core.header().set_running() {
+            // Cancelled while queued.
+            self.span.finished::<T>(&Err(Error::Cancelled));
             return;
         }
-        let outcome = call(func);
+        let outcome = {
+            // The task's span is the current one while it runs.
+            let _entered = self.span.run();
+            let outcome = call(func);
+            self.span.finished(&outcome);
+            outcome
+        };
         on_ran();
         // Only a concurrent `abort` can have completed it meanwhile.
         let _ = self.core.complete(outcome);
@@ -96,12 +114,15 @@ impl<F, T, K> TaskCell<F, T, K> {
 
     fn cancel_cell(&self) {
         drop(self.take_func());
+        self.span.finished::<T>(&Err(Error::Cancelled));
         self.core.header().cancel();
     }
 
     fn fail_cell(&self, error: Error) {
         drop(self.take_func());
-        let _ = self.core.complete(Err(error));
+        let outcome = Err(error);
+        self.span.finished(&outcome);
+        let _ = self.core.complete(outcome);
     }
 
     fn abandon_cell(&self) {

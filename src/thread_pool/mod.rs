@@ -23,6 +23,7 @@ pub use scope::Scope;
 use crate::error::TaskError;
 use crate::future::HasCore;
 use crate::map::{ChunkFuture, ChunkResults, ChunkSource, Map, MapOptions, MapUnordered};
+use crate::trace::TaskSpan;
 use crate::{Error, Future, TaskFn};
 use job::{Flat, JobRef, Plain, TaskCell};
 use shared::Shared;
@@ -187,6 +188,7 @@ impl ThreadPoolExecutor {
     /// pool.shutdown(true, false);
     /// assert!(matches!(pool.submit(|| 1), Err(Error::ShutDown)));
     /// ```
+    #[cfg_attr(feature = "tracing", track_caller)]
     pub fn submit<F, T>(&self, task: F) -> Result<Future<T>, Error>
     where
         F: FnOnce() -> T + Send + 'static,
@@ -224,6 +226,7 @@ impl ThreadPoolExecutor {
     ///     other => panic!("{other:?}"),
     /// }
     /// ```
+    #[cfg_attr(feature = "tracing", track_caller)]
     pub fn submit_fallible<F, T, E>(&self, task: F) -> Result<Future<T>, Error>
     where
         F: FnOnce() -> Result<T, E> + Send + 'static,
@@ -254,6 +257,7 @@ impl ThreadPoolExecutor {
     /// let pool = ThreadPoolExecutor::new(2).unwrap();
     /// assert_eq!(pool.submit_with(add, (40, 2)).unwrap().into_result(), Ok(42));
     /// ```
+    #[cfg_attr(feature = "tracing", track_caller)]
     pub fn submit_with<F, A, M>(&self, f: F, args: A) -> Result<Future<F::Output>, Error>
     where
         F: TaskFn<A, M>,
@@ -419,7 +423,14 @@ impl ThreadPoolExecutor {
     {
         let shared = Arc::clone(&self.shared);
         chunk_source(items.into_iter(), f, chunksize, move |chunk| {
-            submit_to(&shared, move || chunk.run())
+            let span = TaskSpan::thread_map(chunk.len());
+            push_cell(
+                &shared,
+                Arc::new(TaskCell::<_, _, Plain>::with_span(
+                    move || chunk.run(),
+                    span,
+                )),
+            )
         })
     }
 
@@ -488,6 +499,7 @@ impl ThreadPoolExecutor {
 }
 
 /// Wraps `task` with a promise and queues it.
+#[cfg_attr(feature = "tracing", track_caller)]
 fn submit_to<F, T>(shared: &Arc<Shared>, task: F) -> Result<Future<T>, Error>
 where
     F: FnOnce() -> T + Send + 'static,
@@ -538,6 +550,11 @@ pub(super) struct Chunk<X, F> {
 }
 
 impl<X, F> Chunk<X, F> {
+    /// How many items the chunk has.
+    pub(super) fn len(&self) -> usize {
+        self.items.len()
+    }
+
     /// Runs `f` on every item: one result per item, a panic failing its
     /// item only.
     pub(super) fn run<T: Send + 'static>(self) -> ChunkResults<T>

@@ -19,6 +19,7 @@ use crate::error::TaskError;
 use crate::future::HasCore;
 use crate::map::{Map, MapOptions};
 use crate::sync::{Condvar, Mutex, lock};
+use crate::trace::TaskSpan;
 use crate::{Error, Future};
 
 /// A scope to submit borrowing tasks to a [`ThreadPoolExecutor`]; see
@@ -60,6 +61,7 @@ impl<'scope> Scope<'scope, '_> {
     /// });
     /// assert_eq!(counts, [1, 2]);
     /// ```
+    #[cfg_attr(feature = "tracing", track_caller)]
     pub fn submit<F, T>(&'scope self, task: F) -> Result<Future<T>, Error>
     where
         F: FnOnce() -> T + Send + 'scope,
@@ -85,6 +87,7 @@ impl<'scope> Scope<'scope, '_> {
     /// });
     /// assert_eq!(failed, 1);
     /// ```
+    #[cfg_attr(feature = "tracing", track_caller)]
     pub fn submit_fallible<F, T, E>(&'scope self, task: F) -> Result<Future<T>, Error>
     where
         F: FnOnce() -> Result<T, E> + Send + 'scope,
@@ -226,7 +229,13 @@ impl<'scope> Scope<'scope, '_> {
             items.into_iter(),
             f,
             options.get_chunksize(),
-            move |chunk| self.submit(move || chunk.run()),
+            move |chunk| {
+                let span = TaskSpan::thread_map(chunk.len());
+                self.submit_cell(Arc::new(TaskCell::<_, _, Plain>::with_span(
+                    move || chunk.run(),
+                    span,
+                )))
+            },
         );
         Map::new(&options, source)
     }
