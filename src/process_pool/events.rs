@@ -61,6 +61,13 @@ pub(super) fn worker_ended(
     warn!(target: TARGET, executor = "process", pid, cause, "worker died");
 }
 
+/// The pool closes worker `pid` on purpose, between tasks: it was idle for
+/// the pool's `idle_timeout`, its resident memory went over
+/// `max_worker_memory`, or it ran `max_tasks_per_child` tasks (`reason`).
+pub(super) fn worker_retired(pid: Option<u32>, reason: &str) {
+    info!(target: TARGET, executor = "process", pid, reason, "worker retired");
+}
+
 /// A new worker starts in place of `pid`, which ended while work waited.
 pub(super) fn worker_replaced(pid: u32) {
     info!(target: TARGET, executor = "process", pid, "worker replaced");

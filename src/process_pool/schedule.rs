@@ -260,6 +260,8 @@ impl Shared {
         }
         if let Some(max) = self.config.max_tasks_per_child {
             if slot.assigned >= max {
+                #[cfg(feature = "tracing")]
+                super::events::worker_retired(slot.pid(), "max_tasks_per_child");
                 slot.close();
                 return Batches::default();
             }
@@ -273,6 +275,8 @@ impl Shared {
                     .and_then(resident_bytes)
                     .is_some_and(|rss| rss > limit);
             if over {
+                #[cfg(feature = "tracing")]
+                super::events::worker_retired(slot.pid(), "max_worker_memory");
                 slot.close();
                 return Batches::default();
             }

@@ -93,7 +93,11 @@ impl Shared {
             if let Some(timeout) = self.config.idle_timeout {
                 for slot in &mut st.slots {
                     match slot.idle_until(timeout) {
-                        Some(due) if due <= now => slot.close(),
+                        Some(due) if due <= now => {
+                            #[cfg(feature = "tracing")]
+                            super::events::worker_retired(slot.pid(), "idle");
+                            slot.close();
+                        }
                         Some(due) => next = Some(next.map_or(due, |n| n.min(due))),
                         None => {}
                     }
