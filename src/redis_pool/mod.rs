@@ -83,7 +83,7 @@ pub use builder::{DEFAULT_MAX_DELIVERIES, RedisBuilder};
 pub use worker::{WORKER_ENV, WorkerOptions, serve};
 
 use crate::error::TaskError;
-use crate::map::{ChunkSource, Map, MapOptions, MapUnordered};
+use crate::map::{Map, MapOptions, MapUnordered};
 use crate::remote::client;
 use crate::{Error, Future, RegisteredTask};
 use shared::Shared;
@@ -334,11 +334,8 @@ impl RedisExecutor {
         I::Item: Borrow<A>,
         I::IntoIter: 'a,
     {
-        options.validate()?;
-        Map::new(
-            &options,
-            self.chunk_source(task, items, options.get_chunksize())?,
-        )
+        let _ = task;
+        client::map::<_, F, A, M, I>(Arc::clone(&self.shared), items, &options)
     }
 
     /// Like [`map`](Self::map), but yields each result as soon as its chunk
@@ -414,28 +411,8 @@ impl RedisExecutor {
         I::Item: Borrow<A>,
         I::IntoIter: 'a,
     {
-        options.validate()?;
-        let source = self.chunk_source(task, items, options.get_chunksize())?;
-        MapUnordered::new(&options, source)
-    }
-
-    /// The chunks of `map` and `map_unordered`.
-    fn chunk_source<'a, F, A, M, I>(
-        &self,
-        task: F,
-        items: I,
-        chunksize: usize,
-    ) -> Result<ChunkSource<'a, F::Output>, Error>
-    where
-        F: RegisteredTask<A, M>,
-        A: Serialize + 'static,
-        F::Output: DeserializeOwned + Send + 'static,
-        I: IntoIterator,
-        I::Item: Borrow<A>,
-        I::IntoIter: 'a,
-    {
         let _ = task;
-        client::chunk_source::<_, F, A, M, I>(Arc::clone(&self.shared), items, chunksize)
+        client::map_unordered::<_, F, A, M, I>(Arc::clone(&self.shared), items, &options)
     }
 
     /// Stops accepting tasks: later submits fail with [`Error::ShutDown`].

@@ -19,7 +19,7 @@ use serde::de::DeserializeOwned;
 use super::job::{Chunk, One, Payload, Sink};
 use super::message::{self, MAX_MESSAGE};
 use super::tasks::TaskRef;
-use crate::map::ChunkSource;
+use crate::map::{ChunkSource, Map, MapOptions, MapUnordered};
 use crate::trace::TaskSpan;
 use crate::{Error, Future, Promise, RegisteredTask};
 
@@ -67,6 +67,48 @@ where
     };
     dispatch.dispatch(payload, Box::new(sink), timeout)?;
     Ok(future)
+}
+
+/// `map_with` of every remote executor: validates `options` (before
+/// anything is submitted), then the results in input order.
+pub(crate) fn map<'a, D, F, A, M, I>(
+    dispatch: D,
+    items: I,
+    options: &MapOptions,
+) -> Result<Map<'a, F::Output>, Error>
+where
+    D: Dispatch + 'a,
+    F: RegisteredTask<A, M>,
+    A: Serialize + 'static,
+    F::Output: DeserializeOwned + Send + 'static,
+    I: IntoIterator,
+    I::Item: Borrow<A>,
+    I::IntoIter: 'a,
+{
+    options.validate()?;
+    let source = chunk_source::<D, F, A, M, I>(dispatch, items, options.get_chunksize())?;
+    Map::new(options, source)
+}
+
+/// `map_unordered_with` of every remote executor: like [`map`], the results
+/// as their chunks complete, with their input positions.
+pub(crate) fn map_unordered<'a, D, F, A, M, I>(
+    dispatch: D,
+    items: I,
+    options: &MapOptions,
+) -> Result<MapUnordered<'a, F::Output>, Error>
+where
+    D: Dispatch + 'a,
+    F: RegisteredTask<A, M>,
+    A: Serialize + 'static,
+    F::Output: DeserializeOwned + Send + 'static,
+    I: IntoIterator,
+    I::Item: Borrow<A>,
+    I::IntoIter: 'a,
+{
+    options.validate()?;
+    let source = chunk_source::<D, F, A, M, I>(dispatch, items, options.get_chunksize())?;
+    MapUnordered::new(options, source)
 }
 
 /// The chunks of `map` and `map_unordered`: one job per `chunksize` items.
