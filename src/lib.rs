@@ -129,9 +129,8 @@ pub use redis_pool::{RedisBuilder, RedisExecutor};
 #[cfg(all(feature = "process", unix))]
 #[doc(hidden)]
 pub mod __private {
-    pub use crate::remote::tasks::{
-        Registered, TASKS, TaskEntry, invoke, type_id_of, type_id_of_val,
-    };
+    pub use crate::remote::serve::{Batch, run_batch};
+    pub use crate::remote::tasks::{Registered, TASKS, TaskEntry, type_id_of, type_id_of_val};
     pub use linkme;
 }
 

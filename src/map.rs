@@ -169,23 +169,40 @@ impl MapOptions {
     }
 }
 
-/// The results of one chunk, one per item in input order. A process pool
-/// hands over the chunk's answer undecoded: it is decoded on the consumer's
-/// thread when the consumer first reaches the chunk, in one monomorphic loop,
-/// and then taken item by item without a call through a vtable per item.
+/// The results of one chunk, one per item in input order: the values of
+/// the items that succeeded, and the failures by position.
+///
+/// Values and failures are kept apart on purpose: a `Result<T, Error>` is
+/// large, and a vector of them was written and read back one whole result
+/// at a time, with a failed store-to-load forward per item that cost more
+/// than a remote executor's decoding. A value is taken out and wrapped in
+/// `Ok` in registers.
 pub(crate) struct ChunkResults<T> {
-    ready: std::vec::IntoIter<Result<T, Error>>,
+    values: std::vec::IntoIter<T>,
+    failures: std::vec::IntoIter<(usize, Error)>,
+    /// The position of the next item, and of the next failure (`usize::MAX`
+    /// when none is left).
+    position: usize,
+    next_failure: usize,
+    /// A remote executor's answer, still encoded: decoded on the consumer's
+    /// thread when the consumer first reaches the chunk, in one
+    /// monomorphic loop.
     later: Option<Decode<T>>,
 }
 
 /// Decodes a whole chunk's results when the consumer first reaches it.
-type Decode<T> = Box<dyn FnOnce() -> Vec<Result<T, Error>> + Send>;
+type Decode<T> = Box<dyn FnOnce() -> ChunkResults<T> + Send>;
 
 impl<T: Send + 'static> ChunkResults<T> {
-    /// Results already in hand.
-    pub(crate) fn from_vec(results: Vec<Result<T, Error>>) -> ChunkResults<T> {
+    /// The results of a chunk: the `values` of the items that succeeded, in
+    /// order, and the `failures` by position, in order of position.
+    pub(crate) fn new(values: Vec<T>, failures: Vec<(usize, Error)>) -> ChunkResults<T> {
+        let failures = failures.into_iter();
         ChunkResults {
-            ready: results.into_iter(),
+            next_failure: failures.as_slice().first().map_or(usize::MAX, |f| f.0),
+            values: values.into_iter(),
+            failures,
+            position: 0,
             later: None,
         }
     }
@@ -193,12 +210,27 @@ impl<T: Send + 'static> ChunkResults<T> {
     /// Results that `decode` produces when the first of them is taken.
     #[cfg_attr(not(all(feature = "process", unix)), allow(dead_code))]
     pub(crate) fn decode_later(
-        decode: impl FnOnce() -> Vec<Result<T, Error>> + Send + 'static,
+        decode: impl FnOnce() -> ChunkResults<T> + Send + 'static,
     ) -> ChunkResults<T> {
-        ChunkResults {
-            ready: Vec::new().into_iter(),
-            later: Some(Box::new(decode)),
-        }
+        let mut results = ChunkResults::new(Vec::new(), Vec::new());
+        results.later = Some(Box::new(decode));
+        results
+    }
+}
+
+impl<T> ChunkResults<T> {
+    #[cold]
+    #[inline(never)]
+    fn take_failure(&mut self) -> Error {
+        let (_, error) = self.failures.next().expect("a failure is due here");
+        self.next_failure = self.failures.as_slice().first().map_or(usize::MAX, |f| f.0);
+        error
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn decode(&mut self, decode: Decode<T>) {
+        *self = decode();
     }
 }
 
@@ -207,12 +239,21 @@ impl<T> Iterator for ChunkResults<T> {
 
     #[inline]
     fn next(&mut self) -> Option<Self::Item> {
-        if let Some(item) = self.ready.next() {
-            return Some(item);
+        if let Some(decode) = self.later.take() {
+            self.decode(decode);
         }
-        let decode = self.later.take()?;
-        self.ready = decode().into_iter();
-        self.ready.next()
+        let position = self.position;
+        self.position += 1;
+        if position == self.next_failure {
+            return Some(Err(self.take_failure()));
+        }
+        match self.values.next() {
+            Some(value) => Some(Ok(value)),
+            None => {
+                self.position = position;
+                None
+            }
+        }
     }
 }
 
@@ -335,10 +376,11 @@ impl<'a, T> Map<'a, T> {
     }
 }
 
-impl<T> Iterator for Map<'_, T> {
-    type Item = Result<T, Error>;
-
-    fn next(&mut self) -> Option<Self::Item> {
+impl<T> Map<'_, T> {
+    /// `next` once the chunk in hand is used up: the next chunk's results,
+    /// a chunk's failure repeated, the timeout, or the end.
+    #[inline(never)]
+    fn next_chunk(&mut self) -> Option<Result<T, Error>> {
         self.started = true;
         loop {
             if let Some(item) = self.current.as_mut().and_then(Iterator::next) {
@@ -378,6 +420,21 @@ impl<T> Iterator for Map<'_, T> {
     }
 }
 
+impl<T> Iterator for Map<'_, T> {
+    type Item = Result<T, Error>;
+
+    /// Inlined into the consumer's loop: the results of the chunk in hand
+    /// (most calls) come without a call, and without copying a whole
+    /// `Result` through memory.
+    #[inline]
+    fn next(&mut self) -> Option<Self::Item> {
+        if let Some(item) = self.current.as_mut().and_then(Iterator::next) {
+            return Some(item);
+        }
+        self.next_chunk()
+    }
+}
+
 impl<T> Drop for Map<'_, T> {
     fn drop(&mut self) {
         if self.started {
@@ -392,5 +449,49 @@ impl<T> fmt::Debug for Map<'_, T> {
             .field("chunks_in_flight", &self.buffer.len())
             .field("submitted_items", &self.submitted)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failure(position: usize) -> (usize, Error) {
+        (position, Error::InvalidState(format!("item {position}")))
+    }
+
+    /// Values and failures come back merged in input order, wherever the
+    /// failures are: first, consecutive, last, or everything.
+    #[test]
+    fn chunk_results_merge_values_and_failures_by_position() {
+        let shown = |results: ChunkResults<u32>| -> Vec<String> {
+            results
+                .map(|r| match r {
+                    Ok(v) => v.to_string(),
+                    Err(Error::InvalidState(m)) => m,
+                    Err(e) => panic!("unexpected {e}"),
+                })
+                .collect()
+        };
+        let results = ChunkResults::new(vec![1, 3, 4], vec![failure(0), failure(2), failure(5)]);
+        assert_eq!(
+            shown(results),
+            ["item 0", "1", "item 2", "3", "4", "item 5"]
+        );
+        let results = ChunkResults::new(vec![0], vec![failure(1), failure(2)]);
+        assert_eq!(shown(results), ["0", "item 1", "item 2"]);
+        let results = ChunkResults::new(vec![], vec![failure(0), failure(1)]);
+        assert_eq!(shown(results), ["item 0", "item 1"]);
+        let results = ChunkResults::<u32>::new(vec![], vec![]);
+        assert!(shown(results).is_empty());
+
+        // Decoded on first use, then the same merge; and an ended iterator
+        // stays ended.
+        let mut results =
+            ChunkResults::decode_later(|| ChunkResults::new(vec![7], vec![failure(0)]));
+        assert!(results.next().unwrap().is_err());
+        assert_eq!(results.next().unwrap().unwrap(), 7);
+        assert!(results.next().is_none());
+        assert!(results.next().is_none());
     }
 }

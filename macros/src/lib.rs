@@ -216,8 +216,8 @@ fn expand(func: &ItemFn) -> syn::Result<proc_macro2::TokenStream> {
             type_id: || #krate::type_id_of_val(&#name),
             fingerprint: #fingerprint,
             types: #krate::type_id_of::<(#args_ty, #ret_ty)>,
-            invoke: |bytes, out| {
-                #krate::invoke::<#args_ty, #ret_ty, _>(bytes, out, |#args_pat| #inner(#(#idents),*))
+            run: |batch| {
+                #krate::run_batch::<#args_ty, #ret_ty>(batch, |#args_pat| #inner(#(#idents),*))
             },
         };
     })

@@ -129,10 +129,13 @@ where
 {
     let task = TaskRef::of::<F, A, M>()?;
     let mut items = items.into_iter();
+    // Each chunk's buffer starts at the size of the last one, rather than
+    // growing through a series of copies.
+    let mut expected = 0;
     Ok(Box::new(move || {
         let mut len = 0;
         let mut failed = Vec::new();
-        let mut packed = Vec::new();
+        let mut packed = Vec::with_capacity(expected);
         for item in items.by_ref().take(chunksize) {
             if let Err(e) = encode_into(item.borrow(), &mut packed) {
                 failed.push((len, e));
@@ -142,6 +145,7 @@ where
         if len == 0 {
             return None;
         }
+        expected = packed.len();
         let (promise, future) = Promise::new();
         let sink = Chunk {
             promise,
@@ -175,22 +179,34 @@ where
 }
 
 /// Appends the encoded `args` to `items` as one record.
+#[inline]
 pub(crate) fn encode_into<A: Serialize + ?Sized>(
     args: &A,
     items: &mut Vec<u8>,
 ) -> Result<(), Error> {
     let start = items.len();
-    message::append_record(items, |out| message::append(args, out)).map_err(|e| {
-        let e = message::explain_ser(args, e);
-        message::serialization_error("arguments failed to serialize", e)
-    })?;
+    if let Err(e) = message::append_record(items, |out| message::append(args, out)) {
+        return Err(unencodable_args(args, e));
+    }
     let len = items.len() - start;
     if len > MAX_MESSAGE - 4096 {
         items.truncate(start);
-        return Err(Error::Serialization(
-            format!("arguments of {len} bytes exceed the message limit of {MAX_MESSAGE} bytes")
-                .into(),
-        ));
+        return Err(oversized_args(len));
     }
     Ok(())
+}
+
+#[cold]
+#[inline(never)]
+fn unencodable_args<A: Serialize + ?Sized>(args: &A, e: postcard::Error) -> Error {
+    let e = message::explain_ser(args, e);
+    message::serialization_error("arguments failed to serialize", e)
+}
+
+#[cold]
+#[inline(never)]
+fn oversized_args(len: usize) -> Error {
+    Error::Serialization(
+        format!("arguments of {len} bytes exceed the message limit of {MAX_MESSAGE} bytes").into(),
+    )
 }

@@ -162,8 +162,7 @@ impl Request {
 /// Decodes one outcome record. Always inlined, with every failure out of
 /// line, so that the hot path is a few instructions in a chunk's loop.
 #[inline(always)]
-fn decode<R: DeserializeOwned>(record: Result<&[u8], Error>) -> Result<R, Error> {
-    let record = record?;
+fn decode<R: DeserializeOwned>(record: &[u8]) -> Result<R, Error> {
     match record.split_first() {
         Some((&OUTCOME_OK, value)) => {
             // A user's `Deserialize` may panic; it must not take the pool down.
@@ -233,7 +232,7 @@ where
         let result = outcome.and_then(|results| {
             let mut records = message::records(results);
             match (records.next(), records.next()) {
-                (Some(record), None) => decode(record),
+                (Some(record), None) => record.and_then(decode),
                 _ => Err(Error::Protocol("expected exactly one result".into())),
             }
         });
@@ -275,8 +274,11 @@ impl<R: DeserializeOwned + Send + 'static> Sink for Chunk<R> {
             // worker answering too few or too many fails the whole chunk.
             let sent = len - failed.len();
             let mut count = 0;
-            for record in message::records(results) {
-                record?;
+            let mut rest = results;
+            while !rest.is_empty() {
+                if message::take_record(&mut rest).is_none() {
+                    return Err(Error::Protocol("a result record cut short".into()));
+                }
                 count += 1;
             }
             if count != sent {
@@ -297,33 +299,35 @@ impl<R: DeserializeOwned + Send + 'static> Sink for Chunk<R> {
 }
 
 /// Decodes a chunk's answer: one result per item, each its own record or
-/// its local failure (`failed`, by position). A plain loop on purpose: as an
-/// iterator returning each result through memory, with a `Peekable` of the
-/// failures, the results were re-read before their stores had landed, and
-/// those stalls cost more than the decoding itself.
-fn decode_chunk<R: DeserializeOwned>(
+/// its local failure (`failed`, by position).
+fn decode_chunk<R: DeserializeOwned + Send + 'static>(
     bytes: &[u8],
     len: usize,
     failed: Vec<(usize, Error)>,
-) -> Vec<Result<R, Error>> {
-    let mut out = Vec::with_capacity(len);
-    let mut failed = failed.into_iter();
-    let mut next_failed = failed.next();
-    let mut records = message::records(bytes);
-    for index in 0..len {
-        if next_failed.as_ref().is_some_and(|(at, _)| *at == index) {
-            let (_, e) = next_failed.take().expect("checked just above");
-            next_failed = failed.next();
-            out.push(Err(e));
+) -> ChunkResults<R> {
+    let mut values = Vec::with_capacity(len - failed.len());
+    let mut failures = Vec::with_capacity(failed.len());
+    let mut failed = failed.into_iter().peekable();
+    let mut rest = bytes;
+    for position in 0..len {
+        if failed.peek().is_some_and(|(at, _)| *at == position) {
+            failures.extend(failed.next());
             continue;
         }
-        let Some(record) = records.next() else {
-            out.push(Err(Error::Protocol("missing result".into())));
-            continue;
+        let decoded = match message::take_record(&mut rest) {
+            Some(record) => decode(record),
+            None => Err(missing_result()),
         };
-        // The value pushed on its own path: merged with the failures into
-        // one `Result` first, it was built on the stack and copied.
-        out.push(decode(record));
+        match decoded {
+            Ok(value) => values.push(value),
+            Err(error) => failures.push((position, error)),
+        }
     }
-    out
+    ChunkResults::new(values, failures)
+}
+
+#[cold]
+#[inline(never)]
+fn missing_result() -> Error {
+    Error::Protocol("missing result".into())
 }

@@ -312,10 +312,12 @@ struct Append<'a>(&'a mut Vec<u8>);
 
 impl postcard::ser_flavors::Flavor for Append<'_> {
     type Output = ();
+    #[inline(always)]
     fn try_push(&mut self, data: u8) -> postcard::Result<()> {
         self.0.push(data);
         Ok(())
     }
+    #[inline(always)]
     fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
         extend_short(self.0, data);
         Ok(())
@@ -326,45 +328,58 @@ impl postcard::ser_flavors::Flavor for Append<'_> {
 }
 
 /// `out.extend_from_slice(data)`, for the short slices postcard writes per
-/// value (a varint is at most 10 bytes). `extend_from_slice` calls libc's
-/// `memcpy` for a length unknown at compile time, and that call was the
-/// largest single cost of encoding a `map`'s items; two overlapping copies
-/// of a fixed size compile to plain loads and stores instead.
-#[inline]
+/// value (a varint is at most 10 bytes).
+///
+/// Why not `extend_from_slice`: it calls libc's `memcpy` for a length
+/// unknown at compile time (so does a plain byte loop, which the compiler
+/// turns into that call), and glibc copies a few bytes with overlapping
+/// wide loads. Postcard has just stored the varint a byte at a time, and a
+/// wide load of bytes stored one by one waits for the stores to retire (a
+/// failed store-to-load forward): that wait was the largest single cost of
+/// encoding a `map`'s items. So the bytes are read one at a time into two
+/// words, which are stored whole.
+#[inline(always)]
 fn extend_short(out: &mut Vec<u8>, data: &[u8]) {
     let n = data.len();
-    let start = out.len();
-    match n {
-        0 => {}
-        1 => out.push(data[0]),
-        2..=3 => {
-            out.extend_from_slice(&[data[0], data[1]]);
-            out.push(data[n - 1]);
-            out.truncate(start + n);
-        }
-        4..=7 => {
-            out.extend_from_slice(&[0; 8]);
-            out[start..start + 4].copy_from_slice(&data[..4]);
-            out[start + n - 4..start + n].copy_from_slice(&data[n - 4..]);
-            out.truncate(start + n);
-        }
-        8..=16 => {
-            out.extend_from_slice(&[0; 16]);
-            out[start..start + 8].copy_from_slice(&data[..8]);
-            out[start + n - 8..start + n].copy_from_slice(&data[n - 8..]);
-            out.truncate(start + n);
-        }
-        _ => out.extend_from_slice(data),
+    if n > 16 {
+        out.extend_from_slice(data);
+        return;
+    }
+    let mut words = [0u64; 2];
+    for (i, &byte) in data.iter().enumerate() {
+        words[i / 8] |= u64::from(byte) << (8 * (i % 8));
+    }
+    let mut bytes = [0u8; 16];
+    bytes[..8].copy_from_slice(&words[0].to_le_bytes());
+    bytes[8..].copy_from_slice(&words[1].to_le_bytes());
+    out.reserve(16);
+    let len = out.len();
+    // SAFETY: `reserve(16)` leaves room for 16 bytes after `len`, all of
+    // which are written (a plain unaligned store of a `[u8; 16]`); `set_len`
+    // then covers the `n <= 16` of them that are `data`.
+    unsafe {
+        out.as_mut_ptr()
+            .add(len)
+            .cast::<[u8; 16]>()
+            .write_unaligned(bytes);
+        out.set_len(len + n);
     }
 }
 
 /// Serializes `value` at the end of `out`; on failure `out` is unchanged.
 /// [`explain_ser`] says why in the value's own words, if it gave any.
+///
+/// `postcard::serialize_with_flavor` without its function boundary: per
+/// item of a `map`, that call was a large share of encoding a small value.
+#[inline(always)]
 pub(crate) fn append<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> postcard::Result<()> {
     let start = out.len();
-    let result = postcard::serialize_with_flavor(value, Append(out));
+    let mut serializer = postcard::Serializer {
+        output: Append(out),
+    };
+    let result = value.serialize(&mut serializer);
     if result.is_err() {
-        out.truncate(start);
+        serializer.output.0.truncate(start);
     }
     result
 }
@@ -385,6 +400,7 @@ pub(crate) fn explain_ser<T: Serialize + ?Sized>(value: &T, e: postcard::Error) 
 
 /// Appends one record to `out`: a 4-byte little-endian length, then what
 /// `write` appends. If `write` fails, `out` is unchanged.
+#[inline]
 pub(crate) fn append_record<E>(
     out: &mut Vec<u8>,
     write: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
@@ -412,27 +428,39 @@ pub fn records(bytes: &[u8]) -> impl Iterator<Item = Result<&[u8], Error>> {
         if rest.is_empty() {
             return None;
         }
-        let Some((header, tail)) = rest.split_first_chunk::<4>() else {
+        let record = take_record(&mut rest);
+        if record.is_none() {
             rest = &[];
-            return Some(Err(Error::Protocol("record header cut short".into())));
-        };
-        let len = u32::from_le_bytes(*header) as usize;
-        if tail.len() < len {
-            rest = &[];
-            return Some(Err(Error::Protocol("record cut short".into())));
         }
-        let (record, tail) = tail.split_at(len);
-        rest = tail;
-        Some(Ok(record))
+        Some(record.ok_or_else(|| Error::Protocol("record cut short".into())))
     })
+}
+
+/// Takes the first record off `rest`: `None` if `rest` does not start with
+/// a whole record.
+#[inline(always)]
+pub(crate) fn take_record<'a>(rest: &mut &'a [u8]) -> Option<&'a [u8]> {
+    let (header, tail) = rest.split_first_chunk::<4>()?;
+    let len = u32::from_le_bytes(*header) as usize;
+    if tail.len() < len {
+        return None;
+    }
+    let (record, tail) = tail.split_at(len);
+    *rest = tail;
+    Some(record)
 }
 
 /// Decodes a whole postcard body; trailing bytes are an error.
 /// [`explain_de`] says why in the words of the type's `Deserialize`, if it
 /// gave any.
+///
+/// `postcard::take_from_bytes` without its function boundary, which was a
+/// large share of decoding a small value.
+#[inline(always)]
 pub(crate) fn from_bytes<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, postcard::Error> {
-    let (value, rest) = postcard::take_from_bytes(bytes)?;
-    if rest.is_empty() {
+    let mut deserializer = postcard::Deserializer::from_bytes(bytes);
+    let value = T::deserialize(&mut deserializer)?;
+    if deserializer.finalize()?.is_empty() {
         Ok(value)
     } else {
         Err(postcard::Error::DeserializeBadEncoding)

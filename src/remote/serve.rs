@@ -11,17 +11,47 @@
 //! * Bytes that are not well-formed records make [`run`] return false (the
 //!   transport decides what that means); they never panic.
 
-use super::message::{self, RemoteError};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::message::{self, OUTCOME_ERR, OUTCOME_OK, RemoteError};
 use super::tasks::{self, TaskEntry};
 
-/// Runs the initializer `task` on `args`, its encoded result into `out`.
+/// Runs the initializer `task` on `args` (one call's encoded arguments),
+/// its encoded result into `out`.
 pub(crate) fn init(
     task: &str,
     fingerprint: u64,
     args: &[u8],
     out: &mut Vec<u8>,
 ) -> Result<(), RemoteError> {
-    find(task, fingerprint).and_then(|entry| call(entry, args, out))
+    let entry = find(task, fingerprint)?;
+    let mut items = Vec::with_capacity(args.len() + 4);
+    message::append_record(&mut items, |o| {
+        o.extend_from_slice(args);
+        Ok::<(), ()>(())
+    })
+    .expect("appending bytes cannot fail");
+    let start = out.len();
+    if !run_entry(entry, &items, out) {
+        unreachable!("a record just packed is well formed");
+    }
+    // One outcome record: its header and outcome byte go, the value stays.
+    let outcome = out[start + 4];
+    out.drain(start..start + 5);
+    match outcome {
+        OUTCOME_OK => Ok(()),
+        _ => {
+            let error =
+                message::from_bytes(&out[start..]).unwrap_or_else(|e| RemoteError::Panicked {
+                    message: format!("malformed error record: {e}"),
+                    location: None,
+                    backtrace: None,
+                });
+            out.truncate(start);
+            Err(error)
+        }
+    }
 }
 
 /// One error record per item of `items`, each `error`.
@@ -31,12 +61,6 @@ pub(crate) fn fail_each(items: &[u8], error: &RemoteError) -> Vec<u8> {
         push_error(&mut errors, error);
     }
     errors
-}
-
-/// Runs one call of a task into `out`, turning a panic into
-/// [`RemoteError::Panicked`]; on error `out` is unchanged.
-fn call(entry: &TaskEntry, args: &[u8], out: &mut Vec<u8>) -> Result<(), RemoteError> {
-    crate::panic::catch(|| (entry.invoke)(args, out)).unwrap_or_else(|e| Err(panicked(e)))
 }
 
 fn panicked(error: crate::Error) -> RemoteError {
@@ -58,20 +82,11 @@ fn panicked(error: crate::Error) -> RemoteError {
     }
 }
 
-/// Appends one outcome record: the result, or why it failed.
-fn push_outcome(out: &mut Vec<u8>, run: impl FnOnce(&mut Vec<u8>) -> Result<(), RemoteError>) {
-    let done = message::append_record(out, |o| {
-        o.push(message::OUTCOME_OK);
-        run(o)
-    });
-    if let Err(error) = done {
-        push_error(out, &error);
-    }
-}
-
+#[cold]
+#[inline(never)]
 fn push_error(out: &mut Vec<u8>, error: &RemoteError) {
     let pushed = message::append_record(out, |o| {
-        o.push(message::OUTCOME_ERR);
+        o.push(OUTCOME_ERR);
         message::append(error, o)
     });
     debug_assert!(pushed.is_ok(), "a RemoteError always serializes");
@@ -79,13 +94,9 @@ fn push_error(out: &mut Vec<u8>, error: &RemoteError) {
 
 /// Runs every item of a `Run` message, appending one outcome record per
 /// item to `results`; false if the items are malformed.
-///
-/// One panic guard covers a run of items rather than each item (it is most
-/// of the per-item cost of a tiny task): a panic fails the item it came
-/// from, and the items after it run under a new guard.
 pub(crate) fn run(task: &str, fingerprint: u64, items: &[u8], results: &mut Vec<u8>) -> bool {
-    let entry = match find(task, fingerprint) {
-        Ok(entry) => entry,
+    match find(task, fingerprint) {
+        Ok(entry) => run_entry(entry, items, results),
         Err(e) => {
             for args in message::records(items) {
                 if args.is_err() {
@@ -93,29 +104,131 @@ pub(crate) fn run(task: &str, fingerprint: u64, items: &[u8], results: &mut Vec<
                 }
                 push_error(results, &e);
             }
-            return true;
-        }
-    };
-    let mut records = message::records(items);
-    loop {
-        let mut started = results.len();
-        let guarded = crate::panic::catch(|| {
-            for args in records.by_ref() {
-                let Ok(args) = args else { return false };
-                started = results.len();
-                push_outcome(results, |o| (entry.invoke)(args, o));
-            }
             true
-        });
+        }
+    }
+}
+
+/// [`run`] for a task found.
+///
+/// One panic guard covers a run of items rather than each item (it is most
+/// of the per-item cost of a tiny task): a panic fails the item it came
+/// from, and the items after it run under a new guard.
+fn run_entry(entry: &TaskEntry, items: &[u8], results: &mut Vec<u8>) -> bool {
+    let mut batch = Batch {
+        rest: items,
+        results,
+        started: 0,
+    };
+    loop {
+        let guarded = crate::panic::catch(|| (entry.run)(&mut batch));
         match guarded {
             Ok(well_formed) => return well_formed,
             Err(panic) => {
                 // The item being run panicked: drop what it half wrote.
-                results.truncate(started);
-                push_error(results, &panicked(panic));
+                batch.results.truncate(batch.started);
+                push_error(batch.results, &panicked(panic));
             }
         }
     }
+}
+
+/// The calls of one job, as a task's registration runs them (see
+/// [`run_batch`]): the argument records still to run, and the outcome
+/// records written so far, one per call. Not for direct use.
+#[doc(hidden)]
+pub struct Batch<'a> {
+    rest: &'a [u8],
+    results: &'a mut Vec<u8>,
+    /// Where the outcome record of the call being run starts: what a panic
+    /// truncates the results to.
+    started: usize,
+}
+
+impl std::fmt::Debug for Batch<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batch")
+            .field("unread", &self.rest.len())
+            .field("results", &self.results.len())
+            .finish()
+    }
+}
+
+impl<'a> Batch<'a> {
+    /// The next call's encoded arguments: `None` at the end, `Some(Err)`
+    /// if the records are malformed.
+    #[inline(always)]
+    fn next_args(&mut self) -> Option<Result<&'a [u8], ()>> {
+        if self.rest.is_empty() {
+            return None;
+        }
+        self.started = self.results.len();
+        Some(message::take_record(&mut self.rest).ok_or(()))
+    }
+
+    /// Appends the outcome record of a call that returned `value`.
+    #[inline(always)]
+    fn push_value<R: Serialize>(&mut self, value: &R) {
+        let start = self.results.len();
+        self.results.extend_from_slice(&[0, 0, 0, 0, OUTCOME_OK]);
+        match message::append(value, self.results) {
+            Ok(()) => {
+                let len = (self.results.len() - start - 4) as u32;
+                self.results[start..start + 4].copy_from_slice(&len.to_le_bytes());
+            }
+            Err(e) => {
+                self.results.truncate(start);
+                let error = unencodable_result(value, e);
+                push_error(self.results, &error);
+            }
+        }
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn unencodable_result<R: Serialize>(value: &R, e: postcard::Error) -> RemoteError {
+    RemoteError::Serialization {
+        what: "result failed to serialize in the worker".into(),
+        why: message::explain_ser(value, e),
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn undecodable_args<A: DeserializeOwned>(args: &[u8], e: postcard::Error) -> RemoteError {
+    RemoteError::Serialization {
+        what: "arguments failed to deserialize in the worker".into(),
+        why: message::explain_de::<A>(args, e),
+    }
+}
+
+/// Runs `f` on each call of `batch`: decodes its arguments, calls, appends
+/// the encoded result; a call whose arguments do not decode, or whose result
+/// does not encode, gets an error record instead. False if the records are
+/// malformed. What `#[task]` registers, one copy per task, so that the loop
+/// over a chunk's items is one monomorphic function. Not for direct use.
+#[doc(hidden)]
+#[inline]
+pub fn run_batch<A, R>(batch: &mut Batch<'_>, f: impl Fn(A) -> R) -> bool
+where
+    A: DeserializeOwned,
+    R: Serialize,
+{
+    while let Some(args) = batch.next_args() {
+        let Ok(args) = args else { return false };
+        match message::from_bytes::<A>(args) {
+            Ok(args) => {
+                let result = f(args);
+                batch.push_value(&result);
+            }
+            Err(e) => {
+                let error = undecodable_args::<A>(args, e);
+                push_error(batch.results, &error);
+            }
+        }
+    }
+    true
 }
 
 fn find(task: &str, fingerprint: u64) -> Result<&'static TaskEntry, RemoteError> {

@@ -26,10 +26,9 @@ use std::any::TypeId;
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
-use serde::Serialize;
-use serde::de::DeserializeOwned;
-
-use super::message::{self, RemoteError};
+use super::serve::Batch;
+#[cfg(doc)]
+use super::serve::run_batch;
 use crate::Error;
 use crate::task_fn::TaskFn;
 
@@ -46,9 +45,9 @@ pub struct TaskEntry {
     /// The `TypeId` of `(arguments, result)`: how a submit in this process
     /// checks the types it uses.
     pub types: fn() -> TypeId,
-    /// Decodes the arguments, calls the function and appends its encoded
-    /// result to the vector (left unchanged on error).
-    pub invoke: fn(&[u8], &mut Vec<u8>) -> Result<(), RemoteError>,
+    /// Runs the function on every call of a batch: [`run_batch`] for its
+    /// types.
+    pub run: fn(&mut Batch<'_>) -> bool,
 }
 
 /// Every task registered in the program, gathered by the linker.
@@ -102,26 +101,6 @@ pub fn type_id_of<T: 'static>() -> TypeId {
 #[doc(hidden)]
 pub fn type_id_of_val<T: 'static>(_: &T) -> TypeId {
     TypeId::of::<T>()
-}
-
-/// Decodes the arguments, runs `f`, appends the encoded result to `out`
-/// (worker side).
-#[doc(hidden)]
-pub fn invoke<A, R, F>(bytes: &[u8], out: &mut Vec<u8>, f: F) -> Result<(), RemoteError>
-where
-    A: DeserializeOwned,
-    R: Serialize,
-    F: FnOnce(A) -> R,
-{
-    let args: A = message::from_bytes(bytes).map_err(|e| RemoteError::Serialization {
-        what: "arguments failed to deserialize in the worker".into(),
-        why: message::explain_de::<A>(bytes, e),
-    })?;
-    let result = f(args);
-    message::append(&result, out).map_err(|e| RemoteError::Serialization {
-        what: "result failed to serialize in the worker".into(),
-        why: message::explain_ser(&result, e),
-    })
 }
 
 /// A function registered with [`#[task]`](crate::task): what the process

@@ -562,12 +562,15 @@ impl<X, F> Chunk<X, F> {
         F: Fn(X) -> T,
     {
         let f = &*self.f;
-        ChunkResults::from_vec(
-            self.items
-                .into_iter()
-                .map(|item| crate::panic::catch(|| f(item)))
-                .collect(),
-        )
+        let mut values = Vec::with_capacity(self.items.len());
+        let mut failures = Vec::new();
+        for (position, item) in self.items.into_iter().enumerate() {
+            match crate::panic::catch(|| f(item)) {
+                Ok(value) => values.push(value),
+                Err(error) => failures.push((position, error)),
+            }
+        }
+        ChunkResults::new(values, failures)
     }
 }
 
