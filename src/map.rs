@@ -184,14 +184,7 @@ pub(crate) struct ChunkResults<T> {
     /// when none is left).
     position: usize,
     next_failure: usize,
-    /// A remote executor's answer, still encoded: decoded on the consumer's
-    /// thread when the consumer first reaches the chunk, in one
-    /// monomorphic loop.
-    later: Option<Decode<T>>,
 }
-
-/// Decodes a whole chunk's results when the consumer first reaches it.
-type Decode<T> = Box<dyn FnOnce() -> ChunkResults<T> + Send>;
 
 impl<T: Send + 'static> ChunkResults<T> {
     /// The results of a chunk: the `values` of the items that succeeded, in
@@ -203,18 +196,7 @@ impl<T: Send + 'static> ChunkResults<T> {
             values: values.into_iter(),
             failures,
             position: 0,
-            later: None,
         }
-    }
-
-    /// Results that `decode` produces when the first of them is taken.
-    #[cfg_attr(not(all(feature = "process", unix)), allow(dead_code))]
-    pub(crate) fn decode_later(
-        decode: impl FnOnce() -> ChunkResults<T> + Send + 'static,
-    ) -> ChunkResults<T> {
-        let mut results = ChunkResults::new(Vec::new(), Vec::new());
-        results.later = Some(Box::new(decode));
-        results
     }
 }
 
@@ -226,12 +208,6 @@ impl<T> ChunkResults<T> {
         self.next_failure = self.failures.as_slice().first().map_or(usize::MAX, |f| f.0);
         error
     }
-
-    #[cold]
-    #[inline(never)]
-    fn decode(&mut self, decode: Decode<T>) {
-        *self = decode();
-    }
 }
 
 impl<T> Iterator for ChunkResults<T> {
@@ -239,9 +215,6 @@ impl<T> Iterator for ChunkResults<T> {
 
     #[inline]
     fn next(&mut self) -> Option<Self::Item> {
-        if let Some(decode) = self.later.take() {
-            self.decode(decode);
-        }
         let position = self.position;
         self.position += 1;
         if position == self.next_failure {
@@ -485,10 +458,8 @@ mod tests {
         let results = ChunkResults::<u32>::new(vec![], vec![]);
         assert!(shown(results).is_empty());
 
-        // Decoded on first use, then the same merge; and an ended iterator
-        // stays ended.
-        let mut results =
-            ChunkResults::decode_later(|| ChunkResults::new(vec![7], vec![failure(0)]));
+        // An ended iterator stays ended.
+        let mut results = ChunkResults::new(vec![7], vec![failure(0)]);
         assert!(results.next().unwrap().is_err());
         assert_eq!(results.next().unwrap().unwrap(), 7);
         assert!(results.next().is_none());

@@ -247,8 +247,9 @@ where
 }
 
 /// The sink of a `map` chunk: one result per item, some of which may have
-/// failed to serialize before anything was sent. The answer's bytes are
-/// kept and decoded item by item as the `map` consumer takes them.
+/// failed to serialize before anything was sent. The answer is decoded as
+/// it arrives, on the thread that reads it (as `submit`'s is), in one
+/// monomorphic loop: the `map` consumer then only takes values.
 pub(crate) struct Chunk<R> {
     pub(crate) promise: Promise<ChunkResults<R>>,
     /// How many items the chunk has.
@@ -269,26 +270,7 @@ impl<R: DeserializeOwned + Send + 'static> Sink for Chunk<R> {
             failed,
             span,
         } = *self;
-        let result = outcome.and_then(|results| {
-            // The records are counted now (a hop per header), so that a
-            // worker answering too few or too many fails the whole chunk.
-            let sent = len - failed.len();
-            let mut count = 0;
-            let mut rest = results;
-            while !rest.is_empty() {
-                if message::take_record(&mut rest).is_none() {
-                    return Err(Error::Protocol("a result record cut short".into()));
-                }
-                count += 1;
-            }
-            if count != sent {
-                return Err(Error::Protocol(format!("{count} results for {sent} items")));
-            }
-            let bytes = results.to_vec();
-            Ok(ChunkResults::decode_later(move || {
-                decode_chunk(&bytes, len, failed)
-            }))
-        });
+        let result = outcome.map(|results| decode_chunk(results, len, failed));
         span.finished(&result);
         settle(&promise, result)
     }
@@ -299,35 +281,106 @@ impl<R: DeserializeOwned + Send + 'static> Sink for Chunk<R> {
 }
 
 /// Decodes a chunk's answer: one result per item, each its own record or
-/// its local failure (`failed`, by position).
+/// its local failure (`failed`, by position). An answer with too few or
+/// too many records fails every item: which result belongs to which item
+/// is then unknown.
 fn decode_chunk<R: DeserializeOwned + Send + 'static>(
     bytes: &[u8],
     len: usize,
     failed: Vec<(usize, Error)>,
 ) -> ChunkResults<R> {
-    let mut values = Vec::with_capacity(len - failed.len());
+    let sent = len - failed.len();
+    let mut values = Vec::with_capacity(sent);
     let mut failures = Vec::with_capacity(failed.len());
     let mut failed = failed.into_iter().peekable();
     let mut rest = bytes;
+    let mut answered = 0;
     for position in 0..len {
         if failed.peek().is_some_and(|(at, _)| *at == position) {
             failures.extend(failed.next());
             continue;
         }
-        let decoded = match message::take_record(&mut rest) {
-            Some(record) => decode(record),
-            None => Err(missing_result()),
+        let Some(record) = message::take_record(&mut rest) else {
+            break;
         };
-        match decoded {
+        answered += 1;
+        match decode(record) {
             Ok(value) => values.push(value),
             Err(error) => failures.push((position, error)),
         }
     }
+    if answered < sent || !rest.is_empty() {
+        return miscounted(bytes, len, sent);
+    }
     ChunkResults::new(values, failures)
 }
 
+/// The results of a chunk whose answer does not have one record per item
+/// sent: every item fails.
 #[cold]
 #[inline(never)]
-fn missing_result() -> Error {
-    Error::Protocol("missing result".into())
+fn miscounted<R: Send + 'static>(bytes: &[u8], len: usize, sent: usize) -> ChunkResults<R> {
+    let answered = message::records(bytes).count();
+    let error = Error::Protocol(format!("{answered} results for {sent} items"));
+    ChunkResults::new(Vec::new(), (0..len).map(|p| (p, error.clone())).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok_record(out: &mut Vec<u8>, value: u32) {
+        message::append_record(out, |o| {
+            o.push(OUTCOME_OK);
+            message::append(&value, o)
+        })
+        .unwrap();
+    }
+
+    fn err_record(out: &mut Vec<u8>, what: &str) {
+        let error = RemoteError::UnknownTask(what.into());
+        message::append_record(out, |o| {
+            o.push(OUTCOME_ERR);
+            message::append(&error, o)
+        })
+        .unwrap();
+    }
+
+    fn shown(results: ChunkResults<u32>) -> Vec<String> {
+        results
+            .map(|r| match r {
+                Ok(v) => v.to_string(),
+                Err(Error::UnknownTask(t) | Error::InvalidState(t)) => t,
+                Err(e) => format!("other: {e}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_chunk_merges_its_records_with_its_local_failures_in_order() {
+        let mut bytes = Vec::new();
+        ok_record(&mut bytes, 10);
+        err_record(&mut bytes, "remote");
+        ok_record(&mut bytes, 30);
+        let local = |p: usize| (p, Error::InvalidState(format!("local {p}")));
+        let results = decode_chunk::<u32>(&bytes, 5, vec![local(0), local(3)]);
+        assert_eq!(shown(results), ["local 0", "10", "remote", "local 3", "30"]);
+    }
+
+    #[test]
+    fn an_answer_with_too_few_or_too_many_records_fails_every_item() {
+        let mut two = Vec::new();
+        ok_record(&mut two, 1);
+        ok_record(&mut two, 2);
+        for (bytes, len) in [(&two, 3), (&two, 1), (&two[..two.len() - 1].to_vec(), 2)] {
+            let results: Vec<_> = decode_chunk::<u32>(bytes, len, Vec::new()).collect();
+            assert_eq!(results.len(), len);
+            assert!(
+                results
+                    .iter()
+                    .all(|r| matches!(r, Err(Error::Protocol(m)) if m.contains("results for"))),
+                "{results:?}"
+            );
+        }
+    }
 }
