@@ -159,19 +159,24 @@ impl Request {
     }
 }
 
-/// Decodes one outcome record. Always inlined, with every failure out of
-/// line, so that the hot path is a few instructions in a chunk's loop.
+/// Decodes one outcome record, under a panic guard of its own. Always
+/// inlined, with every failure out of line.
 #[inline(always)]
 fn decode<R: DeserializeOwned>(record: &[u8]) -> Result<R, Error> {
+    // A user's `Deserialize` may panic; it must not take the pool down.
+    catch_unwind(AssertUnwindSafe(|| decode_unguarded(record)))
+        .unwrap_or_else(|payload| Err(panicked_decoding_result(payload)))
+}
+
+/// Decodes one outcome record; a panic of the value's `Deserialize` is the
+/// caller's to catch.
+#[inline(always)]
+fn decode_unguarded<R: DeserializeOwned>(record: &[u8]) -> Result<R, Error> {
     match record.split_first() {
-        Some((&OUTCOME_OK, value)) => {
-            // A user's `Deserialize` may panic; it must not take the pool down.
-            match catch_unwind(AssertUnwindSafe(|| message::from_bytes::<R>(value))) {
-                Ok(Ok(value)) => Ok(value),
-                Ok(Err(e)) => Err(undecodable_result::<R>(value, e)),
-                Err(payload) => Err(panicked_decoding_result(payload)),
-            }
-        }
+        Some((&OUTCOME_OK, value)) => match message::from_bytes::<R>(value) {
+            Ok(value) => Ok(value),
+            Err(e) => Err(undecodable_result::<R>(value, e)),
+        },
         _ => Err(failure_record(record)),
     }
 }
@@ -295,18 +300,36 @@ fn decode_chunk<R: DeserializeOwned + Send + 'static>(
     let mut failed = failed.into_iter().peekable();
     let mut rest = bytes;
     let mut answered = 0;
-    for position in 0..len {
-        if failed.peek().is_some_and(|(at, _)| *at == position) {
-            failures.extend(failed.next());
-            continue;
-        }
-        let Some(record) = message::take_record(&mut rest) else {
-            break;
-        };
-        answered += 1;
-        match decode(record) {
-            Ok(value) => values.push(value),
-            Err(error) => failures.push((position, error)),
+    let mut position = 0;
+    // One panic guard covers a run of items, not each item: a guard per
+    // item handed each result back through memory, and reading it back
+    // stalled on the store (a failed store-to-load forward) at a cost
+    // larger than the decoding. A panic fails the item it came from; the
+    // items after it are decoded under a new guard.
+    while position < len {
+        let guarded = catch_unwind(AssertUnwindSafe(|| {
+            while position < len {
+                let at = position;
+                position += 1;
+                if failed.peek().is_some_and(|(p, _)| *p == at) {
+                    failures.extend(failed.next());
+                    continue;
+                }
+                let Some(record) = message::take_record(&mut rest) else {
+                    return false;
+                };
+                answered += 1;
+                match decode_unguarded(record) {
+                    Ok(value) => values.push(value),
+                    Err(error) => failures.push((at, error)),
+                }
+            }
+            true
+        }));
+        match guarded {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(payload) => failures.push((position - 1, panicked_decoding_result(payload))),
         }
     }
     if answered < sent || !rest.is_empty() {
@@ -365,6 +388,43 @@ mod tests {
         let local = |p: usize| (p, Error::InvalidState(format!("local {p}")));
         let results = decode_chunk::<u32>(&bytes, 5, vec![local(0), local(3)]);
         assert_eq!(shown(results), ["local 0", "10", "remote", "local 3", "30"]);
+    }
+
+    /// A value whose `Deserialize` panics on 13.
+    #[derive(Debug)]
+    struct Touchy(u32);
+
+    impl<'de> serde::Deserialize<'de> for Touchy {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Touchy, D::Error> {
+            let n = u32::deserialize(d)?;
+            assert_ne!(n, 13, "13 is unlucky");
+            Ok(Touchy(n))
+        }
+    }
+
+    #[test]
+    fn a_panicking_deserialize_fails_its_own_item_and_decoding_goes_on() {
+        let mut bytes = Vec::new();
+        for n in [13, 1, 13, 13, 2, 13] {
+            ok_record(&mut bytes, n);
+        }
+        let local = (3, Error::InvalidState("local".into()));
+        let results: Vec<_> = decode_chunk::<Touchy>(&bytes, 7, vec![local])
+            .map(|r| match r {
+                Ok(Touchy(n)) => n.to_string(),
+                Err(Error::Panicked { message, .. }) => message,
+                Err(e) => e.to_string(),
+            })
+            .collect();
+        let unlucky = |m: &String| m.contains("13 is unlucky");
+        assert_eq!(results.len(), 7, "{results:?}");
+        assert!(unlucky(&results[0]), "{results:?}");
+        assert_eq!(results[1], "1");
+        assert!(unlucky(&results[2]));
+        assert!(results[3].contains("local"));
+        assert!(unlucky(&results[4]));
+        assert_eq!(results[5], "2");
+        assert!(unlucky(&results[6]));
     }
 
     #[test]
