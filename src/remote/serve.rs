@@ -169,18 +169,13 @@ impl<'a> Batch<'a> {
     /// Appends the outcome record of a call that returned `value`.
     #[inline(always)]
     fn push_value<R: Serialize>(&mut self, value: &R) {
-        let start = self.results.len();
-        self.results.extend_from_slice(&[0, 0, 0, 0, OUTCOME_OK]);
-        match message::append(value, self.results) {
-            Ok(()) => {
-                let len = (self.results.len() - start - 4) as u32;
-                self.results[start..start + 4].copy_from_slice(&len.to_le_bytes());
-            }
-            Err(e) => {
-                self.results.truncate(start);
-                let error = unencodable_result(value, e);
-                push_error(self.results, &error);
-            }
+        let pushed = message::append_record(self.results, |o| {
+            o.push(OUTCOME_OK);
+            message::append(value, o)
+        });
+        if let Err(e) = pushed {
+            let error = unencodable_result(value, e);
+            push_error(self.results, &error);
         }
     }
 }
