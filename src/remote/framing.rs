@@ -43,6 +43,63 @@ pub(crate) fn encode_frame<M: Serialize>(message: &M, out: &mut Vec<u8>) -> Resu
     Ok(())
 }
 
+/// Appends the frame of `message` but for the bytes of its last field, a
+/// byte string of `tail` bytes (which `message` must hold empty): the
+/// frame's length counts them, and the caller writes them right after, from
+/// where they are, rather than copying them into `out`.
+///
+/// This leans on postcard's layout: a message's last field comes last, and
+/// a byte string is its length (a varint) and then its bytes. The tests
+/// check that head and tail make the same frame as [`encode_frame`].
+pub(crate) fn encode_frame_head<M: Serialize>(
+    message: &M,
+    tail: usize,
+    out: &mut Vec<u8>,
+) -> Result<(), Error> {
+    let start = out.len();
+    encode_frame(message, out)?;
+    // The empty byte string is its length, 0: one byte, replaced by `tail`.
+    debug_assert_eq!(out.last(), Some(&0), "the last field must be empty");
+    out.pop();
+    let mut rest = tail as u64;
+    loop {
+        let byte = (rest & 0x7f) as u8;
+        rest >>= 7;
+        if rest == 0 {
+            out.push(byte);
+            break;
+        }
+        out.push(byte | 0x80);
+    }
+    let len = out.len() - start - 4 + tail;
+    if len > MAX_FRAME {
+        out.truncate(start);
+        return Err(Error::Serialization(
+            format!("message of {len} bytes exceeds the frame limit of {MAX_FRAME} bytes").into(),
+        ));
+    }
+    out[start..start + 4].copy_from_slice(&(len as u32).to_le_bytes());
+    Ok(())
+}
+
+/// `write_all` of `bufs` in order, with as few system calls as the stream
+/// allows (`Write::write_all_vectored` is not stable).
+pub(crate) fn write_all_vectored(
+    mut w: impl Write,
+    mut bufs: &mut [io::IoSlice<'_>],
+) -> io::Result<()> {
+    io::IoSlice::advance_slices(&mut bufs, 0);
+    while !bufs.is_empty() {
+        match w.write_vectored(bufs) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => io::IoSlice::advance_slices(&mut bufs, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// Writes one frame holding `message` to `w` (unflushed).
 pub(crate) fn write_frame<M: Serialize>(w: &mut impl Write, message: &M) -> Result<(), Error> {
     let mut buf = Vec::new();
@@ -273,6 +330,40 @@ mod tests {
         assert!(matches!(decode_all(&bytes), Err(Error::Protocol(_))));
     }
 
+    /// A stream that takes a few bytes per call, and is interrupted every
+    /// other call.
+    struct Trickle {
+        out: Vec<u8>,
+        calls: usize,
+    }
+
+    impl Write for Trickle {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.calls += 1;
+            if self.calls % 2 == 0 {
+                return Err(io::ErrorKind::Interrupted.into());
+            }
+            let n = buf.len().min(3);
+            self.out.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_vectored_write_survives_short_and_interrupted_writes() {
+        let parts: [&[u8]; 4] = [b"head", b"", b"items of a job", b"x"];
+        let mut slices = parts.map(io::IoSlice::new);
+        let mut w = Trickle {
+            out: Vec::new(),
+            calls: 0,
+        };
+        write_all_vectored(&mut w, &mut slices).unwrap();
+        assert_eq!(w.out, parts.concat());
+    }
+
     proptest! {
         #[test]
         fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
@@ -312,6 +403,36 @@ mod tests {
             bytes[at] = byte;
             // Never a panic; either decodes to something or fails.
             let _ = decode_all(&bytes);
+        }
+
+        /// A head and its items, written one after the other, are the same
+        /// frame as the whole message, whatever the sizes (the items'
+        /// length takes one varint byte or several).
+        #[test]
+        fn a_head_then_its_items_is_the_whole_frame(
+            id in any::<u64>(),
+            ticket in any::<u32>(),
+            task in ".{0,20}",
+            fingerprint in any::<u64>(),
+            len in prop_oneof![0usize..200, 200usize..70_000],
+        ) {
+            let items: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            let run = |items: &[u8]| {
+                let items = serde_bytes::Bytes::new(items);
+                let m = ToWorkerRef::Run { id, ticket, task: &task, fingerprint, items };
+                let mut out = vec![7u8]; // frames go after what a buffer holds
+                encode_frame(&m, &mut out).map(|()| out)
+            };
+            let whole = run(&items).unwrap();
+            let mut split = vec![7u8];
+            let m = ToWorkerRef::Run {
+                id, ticket, task: &task, fingerprint, items: serde_bytes::Bytes::new(&[]),
+            };
+            encode_frame_head(&m, items.len(), &mut split).unwrap();
+            let mut written = Vec::new();
+            let mut slices = [io::IoSlice::new(&split), io::IoSlice::new(&items)];
+            write_all_vectored(&mut written, &mut slices).unwrap();
+            prop_assert_eq!(written, whole);
         }
     }
 }
