@@ -178,6 +178,9 @@ impl MapOptions {
 /// than a remote executor's decoding. A value is taken out and wrapped in
 /// `Ok` in registers.
 pub(crate) struct ChunkResults<T> {
+    /// The values in hand: a chunk of one item (`map`'s default) holds its
+    /// value without a vector, which was an allocation per item.
+    one: Option<T>,
     values: std::vec::IntoIter<T>,
     failures: std::vec::IntoIter<(usize, Error)>,
     /// The position of the next item, and of the next failure (`usize::MAX`
@@ -193,10 +196,18 @@ impl<T: Send + 'static> ChunkResults<T> {
         let failures = failures.into_iter();
         ChunkResults {
             next_failure: failures.as_slice().first().map_or(usize::MAX, |f| f.0),
+            one: None,
             values: values.into_iter(),
             failures,
             position: 0,
         }
+    }
+
+    /// The result of a chunk of one item that succeeded.
+    pub(crate) fn one(value: T) -> ChunkResults<T> {
+        let mut results = ChunkResults::new(Vec::new(), Vec::new());
+        results.one = Some(value);
+        results
     }
 }
 
@@ -220,7 +231,7 @@ impl<T> Iterator for ChunkResults<T> {
         if position == self.next_failure {
             return Some(Err(self.take_failure()));
         }
-        match self.values.next() {
+        match self.one.take().or_else(|| self.values.next()) {
             Some(value) => Some(Ok(value)),
             None => {
                 self.position = position;
@@ -457,6 +468,10 @@ mod tests {
         assert_eq!(shown(results), ["item 0", "item 1"]);
         let results = ChunkResults::<u32>::new(vec![], vec![]);
         assert!(shown(results).is_empty());
+
+        // A chunk of one value, held without a vector.
+        let results = ChunkResults::one(5);
+        assert_eq!(shown(results), ["5"]);
 
         // An ended iterator stays ended.
         let mut results = ChunkResults::new(vec![7], vec![failure(0)]);

@@ -546,13 +546,23 @@ impl fmt::Debug for ThreadPoolExecutor {
 /// One `map` chunk, ready to run: the items and the function to apply.
 pub(super) struct Chunk<X, F> {
     f: Arc<F>,
-    items: Vec<X>,
+    items: ChunkItems<X>,
+}
+
+/// A chunk's items. One item (`map`'s default chunksize) is held as is:
+/// a vector of one was an allocation per item, freed on another thread.
+enum ChunkItems<X> {
+    One(X),
+    Many(Vec<X>),
 }
 
 impl<X, F> Chunk<X, F> {
     /// How many items the chunk has.
     pub(super) fn len(&self) -> usize {
-        self.items.len()
+        match &self.items {
+            ChunkItems::One(_) => 1,
+            ChunkItems::Many(items) => items.len(),
+        }
     }
 
     /// Runs `f` on every item: one result per item, a panic failing its
@@ -562,9 +572,18 @@ impl<X, F> Chunk<X, F> {
         F: Fn(X) -> T,
     {
         let f = &*self.f;
-        let mut values = Vec::with_capacity(self.items.len());
+        let items = match self.items {
+            ChunkItems::One(item) => {
+                return match crate::panic::catch(|| f(item)) {
+                    Ok(value) => ChunkResults::one(value),
+                    Err(error) => ChunkResults::new(Vec::new(), vec![(0, error)]),
+                };
+            }
+            ChunkItems::Many(items) => items,
+        };
+        let mut values = Vec::with_capacity(items.len());
         let mut failures = Vec::new();
-        for (position, item) in self.items.into_iter().enumerate() {
+        for (position, item) in items.into_iter().enumerate() {
             match crate::panic::catch(|| f(item)) {
                 Ok(value) => values.push(value),
                 Err(error) => failures.push((position, error)),
@@ -588,15 +607,21 @@ where
     let f = Arc::new(f);
     let mut items = items;
     Box::new(move || {
-        let chunk: Vec<X> = items.by_ref().take(chunksize).collect();
-        if chunk.is_empty() {
-            return None;
-        }
-        let n = chunk.len();
+        let chunk = match chunksize {
+            1 => ChunkItems::One(items.next()?),
+            _ => {
+                let chunk: Vec<X> = items.by_ref().take(chunksize).collect();
+                if chunk.is_empty() {
+                    return None;
+                }
+                ChunkItems::Many(chunk)
+            }
+        };
         let job = Chunk {
             f: Arc::clone(&f),
             items: chunk,
         };
+        let n = job.len();
         Some(submit(job).map(|future| (n, future)))
     })
 }
