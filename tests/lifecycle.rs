@@ -78,6 +78,42 @@ fn idle_threads_end_and_the_next_submit_starts_one() {
 }
 
 #[test]
+fn under_a_trickle_of_work_the_pool_shrinks_to_what_it_needs() {
+    // Four threads after a burst, then one short task at a time, more often
+    // than the idle timeout: one thread can take them all, and the other
+    // three must end. (Woken in turn, oldest sleeper first, every thread ran
+    // a task now and then and none ever reached its timeout.)
+    let pool = ThreadPoolBuilder::new()
+        .max_workers(4)
+        .idle_timeout(Duration::from_millis(50))
+        .build()
+        .unwrap();
+    let barrier = Arc::new(Barrier::new(4));
+    let burst: Vec<_> = (0..4)
+        .map(|_| {
+            let barrier = Arc::clone(&barrier);
+            pool.submit(move || {
+                barrier.wait();
+            })
+            .unwrap()
+        })
+        .collect();
+    for task in burst {
+        assert_eq!(task.result_timeout(LIMIT).cloned(), Ok(()));
+    }
+    assert_eq!(pool.live_threads(), 4);
+    let shrunk = eventually(|| {
+        let task = pool.submit(|| 1).unwrap();
+        assert_eq!(task.result_timeout(LIMIT).cloned(), Ok(1));
+        pool.live_threads() == 1
+    });
+    assert!(
+        shrunk,
+        "the pool kept its threads under a trickle: {pool:?}"
+    );
+}
+
+#[test]
 fn submits_racing_idle_threads_leaving_are_never_stranded() {
     // Idle timeouts of 1 ms and submits paced around it, from two threads:
     // many submits land while a thread is timing out and leaving. Every

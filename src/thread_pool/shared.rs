@@ -231,8 +231,19 @@ impl Shared {
     /// that a submit does not count on a worker that is gone instead of
     /// starting one. (A hint only: a submit that does so anyway still
     /// starts a worker when none is left.)
+    ///
+    /// Only a permit that no idle worker stands behind: permits are not
+    /// anyone's, and under a trickle of work the one busy worker's permit
+    /// was taken back by each worker that left, so that the next submit
+    /// started a thread, which left in turn (a thread started per idle
+    /// timeout, for good).
     pub(crate) fn worker_left(&self) {
-        self.claim_idle();
+        let idle_workers = self.sleep.idle();
+        let _ = self
+            .idle
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n > idle_workers).then(|| n - 1)
+            });
     }
 
     /// Starts one more worker if the pool may grow.

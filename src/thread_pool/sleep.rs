@@ -10,6 +10,9 @@
 //!   with an idle timeout, until its deadline).
 //! - A sleep reports a time-out only when no wake-up was handed to it: a
 //!   submitter that woke a sleeper never counts on one that then leaves.
+//! - A wake-up goes to the worker that fell asleep last, so that under a
+//!   trickle of work the same worker takes every job and the others reach
+//!   their idle timeout.
 //!
 //! A worker that runs out of work first *searches*: on a busy pool the next
 //! job usually arrives within microseconds, and a futex sleep plus wake-up
@@ -34,14 +37,18 @@
 //! `sleepers`. A worker stops searching, then increments `sleepers`
 //! (SeqCst, after a fence) and checks the queue once more before it blocks.
 //! Whichever order the two run in, either the submitter sees the searcher
-//! or sleeper and wakes it, or the worker sees the job. A spare wake-up
-//! token only causes one spurious wake-up.
+//! or sleeper and wakes it, or the worker sees the job. Each sleeper waits
+//! on a place of its own, on a stack under the lock; a wake-up takes the
+//! top place off the stack and marks it, so that it is honoured even by a
+//! sleeper whose deadline passes at the same moment.
 
 #[cfg(not(loom))]
 use std::time::Duration;
 use std::time::Instant;
 
-use crate::sync::{AtomicUsize, Condvar, Mutex, MutexGuard, Ordering, fence, lock};
+use crate::sync::{
+    Arc, AtomicBool, AtomicUsize, Condvar, Mutex, MutexGuard, Ordering, fence, lock,
+};
 
 /// How long an idle worker spins before it sleeps when spinning keeps none
 /// of the pool's own threads off a CPU: long enough for a submitter that
@@ -64,8 +71,30 @@ const CROWDED_ROUNDS: u32 = 64;
 pub struct Sleep {
     searching: AtomicUsize,
     sleepers: AtomicUsize,
-    tokens: Mutex<usize>,
+    state: Mutex<Sleepers>,
+}
+
+/// The workers asleep, under the lock.
+#[derive(Default)]
+struct Sleepers {
+    /// Each sleeping worker's place, the latest to fall asleep last. A
+    /// wake-up goes to the latest (last in, first out): under a trickle of
+    /// work the same worker takes each job, and the others stay asleep
+    /// long enough to reach their idle timeout. Woken in turn (as a shared
+    /// condition variable does, oldest first), every worker ran a job now
+    /// and then and the pool never shrank.
+    stack: Vec<Arc<Place>>,
+    /// Every worker is woken for good (`wake_all`).
+    all: bool,
+}
+
+/// Where one worker sleeps.
+#[derive(Default)]
+struct Place {
     cond: Condvar,
+    /// A waker took this place off the stack and woke it (written under
+    /// the lock; atomic only to be shared).
+    woken: AtomicBool,
 }
 
 impl Default for Sleep {
@@ -80,8 +109,7 @@ impl Sleep {
         Sleep {
             searching: AtomicUsize::new(0),
             sleepers: AtomicUsize::new(0),
-            tokens: Mutex::new(0),
-            cond: Condvar::new(),
+            state: Mutex::new(Sleepers::default()),
         }
     }
 
@@ -92,25 +120,27 @@ impl Sleep {
         if self.searching.load(Ordering::SeqCst) > 0 {
             return;
         }
-        let sleepers = self.sleepers.load(Ordering::SeqCst);
-        if sleepers == 0 {
+        if self.sleepers.load(Ordering::SeqCst) == 0 {
             return;
         }
-        let mut tokens = lock(&self.tokens);
-        // `usize::MAX` (from `wake_all`) is for good: a late `wake_one` must
-        // neither overflow it nor bring it back down, or a worker woken for
-        // shutdown would go back to sleep (found by the loom model).
-        if *tokens != usize::MAX {
-            *tokens = (*tokens + 1).min(sleepers);
+        // The latest sleeper; none left means each sleeper counted above
+        // has left its sleep already (under this lock), and looks at the
+        // queue before it sleeps again.
+        let place = lock(&self.state).stack.pop();
+        if let Some(place) = place {
+            place.woken.store(true, Ordering::Relaxed);
+            place.cond.notify_one();
         }
-        drop(tokens);
-        self.cond.notify_one();
     }
 
     /// Wakes every worker for good (shutdown or broken pool).
     pub fn wake_all(&self) {
-        *lock(&self.tokens) = usize::MAX;
-        self.cond.notify_all();
+        let mut state = lock(&self.state);
+        state.all = true;
+        for place in state.stack.drain(..) {
+            place.woken.store(true, Ordering::Relaxed);
+            place.cond.notify_one();
+        }
     }
 
     /// Polls `find` for a short while (see the module header; `crowded`:
@@ -134,31 +164,39 @@ impl Sleep {
         self.sleepers.load(Ordering::Relaxed)
     }
 
+    /// Workers searching, asleep or about to sleep (an estimate).
+    pub fn idle(&self) -> usize {
+        self.searching.load(Ordering::Relaxed) + self.sleepers.load(Ordering::Relaxed)
+    }
+
     /// Sleeps until woken, unless `has_work` (checked after announcing the
     /// sleep) says there is something to do, or until `deadline` (`None`:
     /// never). Returns false only if the deadline passed without a wake-up:
     /// no submitter counted on this worker, which may then leave the pool
     /// (see the `headcount` module).
     pub fn sleep(&self, has_work: impl Fn() -> bool, deadline: Option<Instant>) -> bool {
-        let mut tokens = lock(&self.tokens);
+        let mut state = lock(&self.state);
         self.sleepers.fetch_add(1, Ordering::SeqCst);
         fence(Ordering::SeqCst);
         let mut woken = true;
-        if !has_work() {
-            while *tokens == 0 {
+        if !state.all && !has_work() {
+            let place = Arc::new(Place::default());
+            state.stack.push(Arc::clone(&place));
+            // The flag is written under the lock: a wake-up is either seen
+            // here or given after this worker left the stack (then it goes
+            // to another sleeper, or to nobody when none is left).
+            while !place.woken.load(Ordering::Relaxed) {
                 let timed_out;
-                (tokens, timed_out) = wait(&self.cond, tokens, deadline);
-                if timed_out && *tokens == 0 {
+                (state, timed_out) = wait(&place.cond, state, deadline);
+                if timed_out && !place.woken.load(Ordering::Relaxed) {
+                    state.stack.retain(|p| !Arc::ptr_eq(p, &place));
                     woken = false;
                     break;
                 }
             }
-            if woken && *tokens != usize::MAX {
-                *tokens -= 1;
-            }
         }
-        // Still under the lock: a wake-up token is either taken above or
-        // given after this, when it can only cause a spurious wake-up.
+        // Still under the lock: a waker that counted this worker finds it
+        // gone from the stack, and this worker looks at the queue next.
         self.sleepers.fetch_sub(1, Ordering::SeqCst);
         woken
     }
@@ -168,10 +206,10 @@ impl Sleep {
 #[cfg(not(loom))]
 fn wait<'a>(
     cond: &Condvar,
-    tokens: MutexGuard<'a, usize>,
+    state: MutexGuard<'a, Sleepers>,
     deadline: Option<Instant>,
-) -> (MutexGuard<'a, usize>, bool) {
-    crate::sync::wait_until(cond, tokens, deadline)
+) -> (MutexGuard<'a, Sleepers>, bool) {
+    crate::sync::wait_until(cond, state, deadline)
 }
 
 /// Under loom, time does not pass: a deadline has always passed already
@@ -180,13 +218,13 @@ fn wait<'a>(
 #[cfg(loom)]
 fn wait<'a>(
     cond: &Condvar,
-    tokens: MutexGuard<'a, usize>,
+    state: MutexGuard<'a, Sleepers>,
     deadline: Option<Instant>,
-) -> (MutexGuard<'a, usize>, bool) {
+) -> (MutexGuard<'a, Sleepers>, bool) {
     if deadline.is_some() {
-        return (tokens, true);
+        return (state, true);
     }
-    match cond.wait(tokens) {
+    match cond.wait(state) {
         Ok(t) => (t, false),
         Err(p) => (p.into_inner(), false),
     }
