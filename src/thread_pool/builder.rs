@@ -58,8 +58,10 @@ impl ThreadPoolBuilder {
 
     /// A worker thread that has had nothing to do for `timeout` ends;
     /// threads start again, lazily, on the next submits. A program that
-    /// keeps an idle pool then holds no thread for it. (tokio's
-    /// `thread_keep_alive`, loky's reuse timeout.)
+    /// keeps an idle pool then holds no thread for it, and one with a
+    /// trickle of work keeps about as many threads as the trickle needs:
+    /// work goes to the thread that went idle last, so the others reach
+    /// their timeout. (tokio's `thread_keep_alive`, loky's reuse timeout.)
     ///
     /// Default: none, threads live until shutdown, as in Python.
     /// `Duration::MAX` means never; zero is an [`Error::InvalidArgument`] at
