@@ -33,6 +33,12 @@ pub(crate) fn encode_frame<M: Serialize>(message: &M, out: &mut Vec<u8>) -> Resu
         return Err(Error::Serialization(Cause::with_source(e.to_string(), e)));
     }
     let len = out.len() - start - 4;
+    seal(out, start, len)
+}
+
+/// Writes `len` into the header of the frame that starts at `start`; a
+/// frame over the limit is taken off `out` and is an error.
+fn seal(out: &mut Vec<u8>, start: usize, len: usize) -> Result<(), Error> {
     if len > MAX_FRAME {
         out.truncate(start);
         return Err(Error::Serialization(
@@ -72,14 +78,7 @@ pub(crate) fn encode_frame_head<M: Serialize>(
         out.push(byte | 0x80);
     }
     let len = out.len() - start - 4 + tail;
-    if len > MAX_FRAME {
-        out.truncate(start);
-        return Err(Error::Serialization(
-            format!("message of {len} bytes exceeds the frame limit of {MAX_FRAME} bytes").into(),
-        ));
-    }
-    out[start..start + 4].copy_from_slice(&(len as u32).to_le_bytes());
-    Ok(())
+    seal(out, start, len)
 }
 
 /// `write_all` of `bufs` in order, with as few system calls as the stream
