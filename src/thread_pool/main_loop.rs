@@ -115,27 +115,24 @@ pub fn next_job<Q: JobQueue>(pool: &Idle<'_, Q>) -> Option<Q::Job> {
             return take(job, idle);
         }
         idle = true;
-        if let Some(job) = pool.sleep.search(|| queue.pop(), (pool.crowded)()) {
-            return take(job, idle);
-        }
+        let searching = match pool.sleep.search(|| queue.pop(), (pool.crowded)()) {
+            Ok(job) => return take(job, idle),
+            Err(searching) => searching,
+        };
         if pool.gate.closed() {
             // Closed: nothing can be queued any more, so an empty queue stays
             // empty. One last pop covers a job queued just before closing.
+            drop(searching);
             return queue.pop();
         }
+        let has_work = || !queue.is_empty() || pool.gate.closed() || (pool.broken)();
         let Some(timeout) = pool.idle_timeout else {
-            pool.sleep.sleep(
-                || !queue.is_empty() || pool.gate.closed() || (pool.broken)(),
-                None,
-            );
+            pool.sleep.sleep(searching, has_work, None);
             continue;
         };
         // Saturating: a deadline past the clock's range is never.
         let until = *deadline.get_or_insert_with(|| Instant::now().checked_add(timeout));
-        let woken = pool.sleep.sleep(
-            || !queue.is_empty() || pool.gate.closed() || (pool.broken)(),
-            until,
-        );
+        let woken = pool.sleep.sleep(searching, has_work, until);
         if !woken && pool.headcount.leave(|| !queue.is_empty()) {
             return None;
         }

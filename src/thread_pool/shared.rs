@@ -219,10 +219,19 @@ impl Shared {
             .is_ok()
     }
 
-    /// Called by a worker after a task, before completing its future.
+    /// Called by a worker after a task, before completing its future: one
+    /// permit more, never more than there are workers. (Also in a full
+    /// pool, where no submit claims one: once idle workers leave, the one
+    /// still at work must have given its permit, or the next submit starts
+    /// a thread beside it, as many times as workers leave.)
     pub(crate) fn note_idle(&self) {
-        if self.headcount.get() < self.max_workers() && self.queue.is_empty() {
-            self.idle.fetch_add(1, Ordering::AcqRel);
+        if self.queue.is_empty() {
+            let workers = self.headcount.get();
+            let _ = self
+                .idle
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                    (n < workers).then(|| n + 1)
+                });
         }
     }
 
@@ -232,17 +241,18 @@ impl Shared {
     /// starting one. (A hint only: a submit that does so anyway still
     /// starts a worker when none is left.)
     ///
-    /// Only a permit that no idle worker stands behind: permits are not
-    /// anyone's, and under a trickle of work the one busy worker's permit
-    /// was taken back by each worker that left, so that the next submit
-    /// started a thread, which left in turn (a thread started per idle
-    /// timeout, for good).
+    /// The permits are brought down to the idle workers left, not by one:
+    /// permits are not anyone's, and under a trickle of work taking one
+    /// back took the permit that the one busy worker had just given, so
+    /// that the next submit started a thread, which left in turn (a thread
+    /// started per idle timeout, for good); and the permits of a full pool
+    /// may outnumber its idle workers by more than one.
     pub(crate) fn worker_left(&self) {
         let idle_workers = self.sleep.idle();
         let _ = self
             .idle
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n > idle_workers).then(|| n - 1)
+                (n > idle_workers).then_some(idle_workers)
             });
     }
 

@@ -97,6 +97,20 @@ struct Place {
     woken: AtomicBool,
 }
 
+/// A worker that searched and found nothing, still counted as searching:
+/// submitters leave the next job to it. It stops counting when dropped, or
+/// when it [sleeps](Sleep::sleep).
+#[must_use = "a worker counts as searching until this is dropped"]
+pub struct Searching<'a> {
+    sleep: &'a Sleep,
+}
+
+impl Drop for Searching<'_> {
+    fn drop(&mut self) {
+        self.sleep.stop_searching();
+    }
+}
+
 impl Default for Sleep {
     fn default() -> Self {
         Sleep::new()
@@ -144,11 +158,25 @@ impl Sleep {
     }
 
     /// Polls `find` for a short while (see the module header; `crowded`:
-    /// the pool's awake threads outnumber the CPUs). Returns what it found,
-    /// or `None` when the worker should go to sleep.
-    pub fn search<J>(&self, mut find: impl FnMut() -> Option<J>, crowded: bool) -> Option<J> {
+    /// the pool's awake threads outnumber the CPUs). Returns what it found;
+    /// if nothing, the worker is still counted as searching, until it
+    /// [sleeps](Self::sleep) or drops the [`Searching`].
+    pub fn search<J>(
+        &self,
+        mut find: impl FnMut() -> Option<J>,
+        crowded: bool,
+    ) -> Result<J, Searching<'_>> {
         self.searching.fetch_add(1, Ordering::SeqCst);
-        let found = poll_for_a_while(&mut find, crowded);
+        match poll_for_a_while(&mut find, crowded) {
+            Some(job) => {
+                self.stop_searching();
+                Ok(job)
+            }
+            None => Err(Searching { sleep: self }),
+        }
+    }
+
+    fn stop_searching(&self) {
         self.searching.fetch_sub(1, Ordering::SeqCst);
         // Pairs with `wake_one`'s fence: a job whose submitter saw us
         // searching (and so woke nobody) is visible to the caller's check
@@ -156,7 +184,6 @@ impl Sleep {
         // weakly ordered CPU, a burst's second job could wait for this
         // worker to finish the first.
         fence(Ordering::SeqCst);
-        found
     }
 
     /// Workers asleep or about to sleep (a relaxed read: an estimate).
@@ -174,10 +201,22 @@ impl Sleep {
     /// never). Returns false only if the deadline passed without a wake-up:
     /// no submitter counted on this worker, which may then leave the pool
     /// (see the `headcount` module).
-    pub fn sleep(&self, has_work: impl Fn() -> bool, deadline: Option<Instant>) -> bool {
+    ///
+    /// The worker stops searching only once it counts as a sleeper, under
+    /// the lock that a waker needs to find its place: there is no moment at
+    /// which a submitter sees it neither searching nor asleep and wakes
+    /// another worker for the job (on a busy machine, a worker preempted
+    /// in that gap had the next job given to an older sleeper, and the pool
+    /// kept two threads busy under a trickle that one could take).
+    pub fn sleep(
+        &self,
+        searching: Searching<'_>,
+        has_work: impl Fn() -> bool,
+        deadline: Option<Instant>,
+    ) -> bool {
         let mut state = lock(&self.state);
         self.sleepers.fetch_add(1, Ordering::SeqCst);
-        fence(Ordering::SeqCst);
+        drop(searching);
         let mut woken = true;
         if !state.all && !has_work() {
             let place = Arc::new(Place::default());
