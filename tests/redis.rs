@@ -326,6 +326,28 @@ fn assert_drained(conn: &mut redis::Connection, queue: &str) {
     }
 }
 
+/// The names of the consumers in the queue's group.
+fn consumer_names(conn: &mut redis::Connection, queue: &str) -> Vec<String> {
+    let listed: Vec<Vec<redis::Value>> = redis::cmd("XINFO")
+        .arg("CONSUMERS")
+        .arg(format!("cf:{queue}:tasks"))
+        .arg("workers")
+        .query(conn)
+        .unwrap();
+    listed
+        .iter()
+        .filter_map(|fields| {
+            let at = fields
+                .iter()
+                .position(|f| matches!(f, redis::Value::BulkString(b) if b == b"name"))?;
+            match fields.get(at + 1)? {
+                redis::Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
 // ---------------------------------------------------------------- scenarios
 
 fn basic() {
@@ -428,6 +450,7 @@ fn kill9() {
     let first = started(&mut conn, "started");
     let (victim, survivor) = if first == a.pid() { (a, b) } else { (b, a) };
     assert_eq!(first, victim.pid());
+    let victim_pid = victim.pid();
     kill_pid(victim.pid(), "KILL");
     drop(victim);
     // Reclaimed after five heartbeats by the survivor, which runs it again.
@@ -435,6 +458,28 @@ fn kill9() {
     assert_eq!(job.result_timeout(WAIT), Ok(&survivor.pid()));
     // Exactly one result: the reply list is empty and nothing else came.
     assert_drained(&mut conn, "kill9");
+    // The dead worker's consumer leaves the group (swept by the survivor
+    // once the dead one's key expired and nothing is held), the live
+    // one's stays.
+    let dead = victim_pid;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let names = consumer_names(&mut conn, "kill9");
+        assert!(
+            names
+                .iter()
+                .any(|n| n.contains(&format!("/{}/", survivor.pid()))),
+            "{names:?}"
+        );
+        if !names.iter().any(|n| n.contains(&format!("/{dead}/"))) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a dead worker's consumer stayed: {names:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     drop(pool);
 
     // At most once: the loss fails the future, naming the dead worker.

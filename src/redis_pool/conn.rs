@@ -162,3 +162,100 @@ pub(super) fn read_entries(value: &Value) -> Vec<Entry> {
         _ => Vec::new(),
     }
 }
+
+/// One consumer of an XINFO CONSUMERS reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Consumer {
+    pub(super) name: String,
+    pub(super) pending: i64,
+    pub(super) idle_ms: i64,
+}
+
+/// The consumers of an XINFO CONSUMERS reply: each a RESP2 array of
+/// `name, value` pairs or a RESP3 map. One without a name is skipped; a
+/// missing count reads as held (pending) or busy (idle), so that nothing
+/// is removed on a reply it does not understand.
+pub(super) fn consumers(value: &Value) -> Vec<Consumer> {
+    let mut out = Vec::new();
+    for item in array(value).unwrap_or(&[]) {
+        let pairs: Vec<(&Value, &Value)> = match item {
+            Value::Map(map) => map.iter().map(|(k, v)| (k, v)).collect(),
+            other => array(other)
+                .unwrap_or(&[])
+                .chunks_exact(2)
+                .map(|p| (&p[0], &p[1]))
+                .collect(),
+        };
+        let field = |name: &str| {
+            pairs
+                .iter()
+                .find(|(k, _)| text(k) == Some(name))
+                .map(|p| p.1)
+        };
+        let Some(name) = field("name").and_then(text) else {
+            continue;
+        };
+        out.push(Consumer {
+            name: name.to_owned(),
+            pending: field("pending").and_then(int).unwrap_or(i64::MAX),
+            idle_ms: field("idle").and_then(int).unwrap_or(0),
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(text: &str) -> Value {
+        Value::BulkString(text.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn consumers_are_read_from_either_reply_shape() {
+        let resp2 = Value::Array(vec![
+            Value::Array(vec![
+                bulk("name"),
+                bulk("h/1/0"),
+                bulk("pending"),
+                Value::Int(0),
+                bulk("idle"),
+                Value::Int(900),
+            ]),
+            // No name: skipped.
+            Value::Array(vec![bulk("pending"), Value::Int(0)]),
+            // No counts: read as holding entries, and busy.
+            Value::Array(vec![bulk("name"), bulk("h/2/0")]),
+        ]);
+        assert_eq!(
+            consumers(&resp2),
+            [
+                Consumer {
+                    name: "h/1/0".into(),
+                    pending: 0,
+                    idle_ms: 900
+                },
+                Consumer {
+                    name: "h/2/0".into(),
+                    pending: i64::MAX,
+                    idle_ms: 0
+                },
+            ]
+        );
+        let resp3 = Value::Array(vec![Value::Map(vec![
+            (bulk("name"), bulk("h/3/1")),
+            (bulk("pending"), Value::Int(2)),
+            (bulk("idle"), Value::Int(5)),
+        ])]);
+        assert_eq!(
+            consumers(&resp3),
+            [Consumer {
+                name: "h/3/1".into(),
+                pending: 2,
+                idle_ms: 5
+            }]
+        );
+        assert!(consumers(&Value::Nil).is_empty());
+    }
+}

@@ -164,6 +164,15 @@ pub(super) fn consumer_name(host: &str, pid: u32, runner: usize) -> String {
     format!("{host}/{pid}/{runner}")
 }
 
+/// The name under which the worker that owns `consumer` keeps its
+/// heartbeat key (its first runner's consumer name); `None` for a name
+/// that is not a consumer name.
+pub(super) fn worker_of_consumer(consumer: &str) -> Option<String> {
+    let (worker, runner) = consumer.rsplit_once('/')?;
+    runner.parse::<usize>().ok()?;
+    Some(format!("{worker}/0"))
+}
+
 /// The worker a consumer name stands for, for error messages.
 pub(super) fn worker_of(consumer: &str) -> crate::WorkerId {
     let mut parts = consumer.rsplitn(3, '/');
@@ -248,5 +257,17 @@ mod tests {
         assert!(Reply::decode(&[3, 200, 1]).is_err());
         let w = worker_of("node-1/42/3");
         assert_eq!((w.pid, w.host.as_deref()), (42, Some("node-1")));
+    }
+
+    #[test]
+    fn a_consumer_names_its_worker_key() {
+        let name = consumer_name("node/1", 42, 3);
+        assert_eq!(worker_of_consumer(&name).as_deref(), Some("node/1/42/0"));
+        assert_eq!(
+            worker_of_consumer(&consumer_name("h", 7, 0)).as_deref(),
+            Some("h/7/0")
+        );
+        assert_eq!(worker_of_consumer("no-runner"), None);
+        assert_eq!(worker_of_consumer("h/7/x"), None);
     }
 }

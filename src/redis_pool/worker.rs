@@ -28,6 +28,9 @@
 //! * SIGTERM stops the worker gracefully: the tasks running finish and are
 //!   answered, the entries read ahead and not started go back to the
 //!   stream, no new entry is read, and its consumers leave the group.
+//! * A killed worker's consumers leave the group too: a live worker sweeps
+//!   every tenth heartbeat, and removes the consumers of workers whose key
+//!   has expired once the entries they held were reclaimed.
 //! * A lost connection is retried (with backoff) forever: workers outlive
 //!   a restart of the server.
 
@@ -873,12 +876,18 @@ impl Worker {
     fn heartbeat(&self) {
         let key = self.keys.worker(&self.consumers[0]);
         let mut conn: Option<Connection> = None;
+        let mut beats = 0u64;
         while !self.runners_done.load(Ordering::Acquire) {
             if conn.is_none() {
                 conn = conn::open(&self.url).ok();
             }
             if let Some(c) = conn.as_mut() {
-                if let Err(e) = self.beat(c, &key) {
+                let mut outcome = self.beat(c, &key);
+                beats += 1;
+                if outcome.is_ok() && beats % SWEEP_EVERY == 0 {
+                    outcome = self.sweep(c);
+                }
+                if let Err(e) = outcome {
                     if is_broken(&e) {
                         conn = None;
                     }
@@ -892,6 +901,45 @@ impl Worker {
         if let Some(c) = conn.as_mut() {
             let _ = redis::cmd("DEL").arg(&key).query::<Value>(c);
         }
+    }
+
+    /// Removes from the group the consumers of workers that died: the
+    /// worker's key has expired (five heartbeats without one), the
+    /// consumer has been idle as long, and it holds no entry any more
+    /// (live workers reclaimed them). A worker stopped gracefully removes
+    /// its own consumers; without this, every killed one stayed in the
+    /// group for good. (The script checks again that nothing is held.)
+    fn sweep(&self, c: &mut Connection) -> redis::RedisResult<()> {
+        let listed: Value = redis::cmd("XINFO")
+            .arg("CONSUMERS")
+            .arg(&self.keys.tasks)
+            .arg(layout::GROUP)
+            .query(c)?;
+        let idle_enough = self.reclaim_idle().as_millis() as i64;
+        for consumer in conn::consumers(&listed) {
+            if consumer.pending > 0
+                || consumer.idle_ms < idle_enough
+                || self.consumers.contains(&consumer.name)
+            {
+                continue;
+            }
+            let Some(worker) = layout::worker_of_consumer(&consumer.name) else {
+                continue;
+            };
+            let alive: bool = redis::cmd("EXISTS")
+                .arg(self.keys.worker(&worker))
+                .query(c)?;
+            if !alive {
+                redis::cmd("EVAL")
+                    .arg(layout::FORGET)
+                    .arg(1)
+                    .arg(&self.keys.tasks)
+                    .arg(layout::GROUP)
+                    .arg(&consumer.name)
+                    .query::<Value>(c)?;
+            }
+        }
+        Ok(())
     }
 
     fn beat(&self, c: &mut Connection, key: &str) -> redis::RedisResult<()> {
@@ -921,6 +969,9 @@ impl Worker {
         pipe.query(c)
     }
 }
+
+/// Heartbeats between two sweeps of dead workers' consumers.
+const SWEEP_EVERY: u64 = 10;
 
 /// A client id is what [`super::shared::random_id`] makes: 16 hex digits.
 fn is_client_id(text: &str) -> bool {
