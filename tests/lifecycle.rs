@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use concurrent_futures::{Error, ThreadPoolBuilder};
+use concurrent_futures::{Error, ThreadPoolBuilder, ThreadPoolExecutor};
 
 /// The bound on every wait of these tests.
 const LIMIT: Duration = Duration::from_secs(10);
@@ -32,21 +32,11 @@ fn eventually(mut done: impl FnMut() -> bool) -> bool {
 
 // ---- thread pool --------------------------------------------------------------
 
-#[test]
-fn idle_threads_end_and_the_next_submit_starts_one() {
-    let inits = Arc::new(AtomicUsize::new(0));
-    let counted = Arc::clone(&inits);
-    let pool = ThreadPoolBuilder::new()
-        .max_workers(4)
-        .idle_timeout(Duration::from_millis(30))
-        .initializer(move || {
-            counted.fetch_add(1, Ordering::SeqCst);
-        })
-        .build()
-        .unwrap();
-    // Four tasks that wait for each other need four threads.
-    let barrier = Arc::new(Barrier::new(4));
-    let tasks: Vec<_> = (0..4)
+/// Runs `n` tasks that wait for each other, so that the pool starts `n`
+/// threads, and checks their results.
+fn burst(pool: &ThreadPoolExecutor, n: usize) {
+    let barrier = Arc::new(Barrier::new(n));
+    let tasks: Vec<_> = (0..n)
         .map(|i| {
             let barrier = Arc::clone(&barrier);
             pool.submit(move || {
@@ -59,6 +49,21 @@ fn idle_threads_end_and_the_next_submit_starts_one() {
     for (i, task) in tasks.into_iter().enumerate() {
         assert_eq!(task.result_timeout(LIMIT).cloned(), Ok(i));
     }
+}
+
+#[test]
+fn idle_threads_end_and_the_next_submit_starts_one() {
+    let inits = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&inits);
+    let pool = ThreadPoolBuilder::new()
+        .max_workers(4)
+        .idle_timeout(Duration::from_millis(30))
+        .initializer(move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+        })
+        .build()
+        .unwrap();
+    burst(&pool, 4);
     assert_eq!(pool.threads_started(), 4);
     assert!(
         eventually(|| pool.live_threads() == 0),
@@ -88,19 +93,7 @@ fn under_a_trickle_of_work_the_pool_shrinks_to_what_it_needs() {
         .idle_timeout(Duration::from_millis(50))
         .build()
         .unwrap();
-    let barrier = Arc::new(Barrier::new(4));
-    let burst: Vec<_> = (0..4)
-        .map(|_| {
-            let barrier = Arc::clone(&barrier);
-            pool.submit(move || {
-                barrier.wait();
-            })
-            .unwrap()
-        })
-        .collect();
-    for task in burst {
-        assert_eq!(task.result_timeout(LIMIT).cloned(), Ok(()));
-    }
+    burst(&pool, 4);
     assert_eq!(pool.live_threads(), 4);
     let shrunk = eventually(|| {
         let task = pool.submit(|| 1).unwrap();
