@@ -34,8 +34,9 @@
 //!
 //! The protocol (model-checked in `tests/loom_thread_pool.rs`): a submitter
 //! pushes its job, then (after a SeqCst fence) reads `searching` and
-//! `sleepers`. A worker stops searching, then increments `sleepers`
-//! (SeqCst, after a fence) and checks the queue once more before it blocks.
+//! `sleepers`. A worker going to sleep increments `sleepers` (under the
+//! lock), only then stops searching (SeqCst, then a fence), and checks the
+//! queue once more before it blocks.
 //! Whichever order the two run in, either the submitter sees the searcher
 //! or sleeper and wakes it, or the worker sees the job. Each sleeper waits
 //! on a place of its own, on a stack under the lock; a wake-up takes the
