@@ -309,11 +309,7 @@ impl Isolating<'_> {
                 let error = RemoteError::from_child(error, self.me);
                 let mut records = Vec::new();
                 for _ in 0..answer.items {
-                    message::append_record(&mut records, |o| {
-                        o.push(message::OUTCOME_ERR);
-                        message::append(&error, o)
-                    })
-                    .map_err(|e| e.to_string())?;
+                    serve::push_error(&mut records, &error);
                 }
                 records
             }

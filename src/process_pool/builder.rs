@@ -11,6 +11,7 @@ use super::ProcessPoolExecutor;
 use super::shared::{Config, InitCall, Shared};
 use crate::Error;
 use crate::RegisteredTask;
+use crate::remote::codec;
 use crate::remote::message::{self, ByteBuf};
 use crate::remote::tasks::TaskRef;
 
@@ -37,12 +38,9 @@ where
 }
 
 fn check_init<R: InitializerOutput>(bytes: &[u8]) -> Result<(), String> {
-    match message::from_bytes::<R>(bytes) {
+    match codec::from_bytes::<R>(bytes) {
         Ok(r) => r.into_init_result(),
-        Err(e) => Err(format!(
-            "its result failed to deserialize: {}",
-            message::explain_de::<R>(bytes, e)
-        )),
+        Err(e) => Err(format!("its result failed to deserialize: {e}")),
     }
 }
 
@@ -56,9 +54,8 @@ where
 {
     let task = TaskRef::of::<F, A, M>()?;
     let mut bytes = Vec::new();
-    message::append(args, &mut bytes).map_err(|e| {
-        let e = message::explain_ser(args, e);
-        message::serialization_error("initializer arguments failed to serialize", e)
+    codec::append(args, &mut bytes).map_err(|e| {
+        message::serialization_error("initializer arguments failed to serialize", e.to_string())
     })?;
     Ok(InitCall {
         task,

@@ -2,8 +2,8 @@
 //! program, for CPU-bound work and crash isolation.
 //!
 //! Tasks are plain functions marked [`#[task]`](crate::task); their
-//! arguments and results cross the process boundary with serde (postcard),
-//! in a small versioned protocol that names tasks by a stable name and
+//! arguments and results cross the process boundary with serde (in the
+//! crate's own compact format), in a small versioned protocol that names tasks by a stable name and
 //! checks their types on both sides. Workers re-execute the current
 //! program and enter worker mode before `main` (no set-up line is needed;
 //! see [`run_if_worker`](crate::run_if_worker) for platforms without static

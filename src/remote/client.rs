@@ -16,6 +16,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::codec;
 use super::job::{Chunk, One, Payload, Sink};
 use super::message::{self, MAX_MESSAGE};
 use super::tasks::TaskRef;
@@ -185,8 +186,8 @@ pub(crate) fn encode_into<A: Serialize + ?Sized>(
     items: &mut Vec<u8>,
 ) -> Result<(), Error> {
     let start = items.len();
-    if let Err(e) = message::append_record(items, |out| message::append(args, out)) {
-        return Err(unencodable_args(args, e));
+    if let Err(e) = message::append_record(items, |out| codec::append(args, out)) {
+        return Err(unencodable_args(e));
     }
     let len = items.len() - start;
     if len > MAX_MESSAGE - 4096 {
@@ -198,9 +199,8 @@ pub(crate) fn encode_into<A: Serialize + ?Sized>(
 
 #[cold]
 #[inline(never)]
-fn unencodable_args<A: Serialize + ?Sized>(args: &A, e: postcard::Error) -> Error {
-    let e = message::explain_ser(args, e);
-    message::serialization_error("arguments failed to serialize", e)
+fn unencodable_args(e: codec::Error) -> Error {
+    message::serialization_error("arguments failed to serialize", e.to_string())
 }
 
 #[cold]

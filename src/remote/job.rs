@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
+use super::codec;
 use super::message::{self, OUTCOME_ERR, OUTCOME_OK, RemoteError};
 use super::tasks::TaskRef;
 use crate::future::state::{AbortHandler, StartGate};
@@ -173,9 +174,9 @@ fn decode<R: DeserializeOwned>(record: &[u8]) -> Result<R, Error> {
 #[inline(always)]
 fn decode_unguarded<R: DeserializeOwned>(record: &[u8]) -> Result<R, Error> {
     match record.split_first() {
-        Some((&OUTCOME_OK, value)) => match message::from_bytes::<R>(value) {
+        Some((&OUTCOME_OK, value)) => match codec::from_bytes::<R>(value) {
             Ok(value) => Ok(value),
-            Err(e) => Err(undecodable_result::<R>(value, e)),
+            Err(e) => Err(undecodable_result(e)),
         },
         _ => Err(failure_record(record)),
     }
@@ -184,11 +185,8 @@ fn decode_unguarded<R: DeserializeOwned>(record: &[u8]) -> Result<R, Error> {
 /// The error of a result record that did not decode as an `R`.
 #[cold]
 #[inline(never)]
-fn undecodable_result<R: DeserializeOwned>(value: &[u8], e: postcard::Error) -> Error {
-    message::serialization_error(
-        "result failed to deserialize in the parent",
-        message::explain_de::<R>(value, e),
-    )
+fn undecodable_result(e: codec::Error) -> Error {
+    message::serialization_error("result failed to deserialize in the parent", e.to_string())
 }
 
 /// The error of a result whose `Deserialize` panicked.
@@ -208,7 +206,7 @@ fn panicked_decoding_result(payload: Box<dyn std::any::Any + Send>) -> Error {
 #[inline(never)]
 fn failure_record(record: &[u8]) -> Error {
     match record.split_first() {
-        Some((&OUTCOME_ERR, error)) => match message::from_bytes::<RemoteError>(error) {
+        Some((&OUTCOME_ERR, error)) => match codec::from_bytes::<RemoteError>(error) {
             Ok(remote) => remote.into(),
             Err(e) => Error::Protocol(format!("malformed error record: {e}")),
         },
@@ -355,7 +353,7 @@ mod tests {
     fn ok_record(out: &mut Vec<u8>, value: u32) {
         message::append_record(out, |o| {
             o.push(OUTCOME_OK);
-            message::append(&value, o)
+            codec::append(&value, o)
         })
         .unwrap();
     }
@@ -364,7 +362,7 @@ mod tests {
         let error = RemoteError::UnknownTask(what.into());
         message::append_record(out, |o| {
             o.push(OUTCOME_ERR);
-            message::append(&error, o)
+            codec::append(&error, o)
         })
         .unwrap();
     }

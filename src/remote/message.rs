@@ -7,10 +7,10 @@
 //!   [`postcard`] (a maintained, compact serde format), at most
 //!   [`MAX_MESSAGE`] bytes.
 //! * A job's arguments travel as **records** (see [`records`]): one per
-//!   call, each a 4-byte little-endian length and the postcard encoding of
-//!   the arguments, so a batch of a `map` chunk is one message and one bad
-//!   item fails alone. Results come back the same way, each record starting
-//!   with [`OUTCOME_OK`] or [`OUTCOME_ERR`].
+//!   call, each a 4-byte little-endian length and the arguments in the
+//!   [`codec`](super::codec) of task values, so a batch of a `map` chunk is
+//!   one message and one bad item fails alone. Results come back the same
+//!   way, each record starting with [`OUTCOME_OK`] or [`OUTCOME_ERR`].
 //! * The worker speaks first: [`FromWorker::Ready`] carries its
 //!   [`PROTOCOL_VERSION`], its build identity and who it is (a
 //!   [`WorkerId`]: pid, host, rank). The executor reads the version before
@@ -19,9 +19,8 @@
 //! * Tasks are named by their stable registry name plus a fingerprint of
 //!   their types, never by address.
 //! * A user's `Serialize` or `Deserialize` that fails with
-//!   `Error::custom(message)` is reported with that message (postcard keeps
-//!   only a generic text; `message/capture.rs` recovers it, only after a
-//!   failure).
+//!   `Error::custom(message)` is reported with that message: the codec of
+//!   task values keeps it (bodies hold no user types).
 
 use serde::{Deserialize, Serialize};
 pub use serde_bytes::ByteBuf;
@@ -30,13 +29,13 @@ use super::tasks::build_identity;
 use crate::error::Cause;
 use crate::{Error, WorkerId};
 
-mod capture;
-
 /// The version of this protocol, sent by the worker in its first message.
 /// 3: `Ready` names the worker by [`WorkerId`] and carries the build
 /// identity. 4: [`RemoteError`] gains `WorkerDied` and `Unavailable` (an
 /// MPI rank that runs its tasks in a child process reports its death).
-pub const PROTOCOL_VERSION: u32 = 4;
+/// 5: records hold task values in the [`codec`](super::codec), not
+/// postcard.
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// The largest message body accepted, in bytes (1 GiB).
 pub const MAX_MESSAGE: usize = 1 << 30;
@@ -280,8 +279,8 @@ impl From<RemoteError> for Error {
 }
 
 /// The error of a value that failed to encode or decode here: `what`
-/// failed, and `why` (the value's own error text, see [`explain_ser`] and
-/// [`explain_de`]) is its source.
+/// failed, and `why` (the codec's error text, which is the value's own if
+/// its `Serialize` or `Deserialize` gave one) is its source.
 pub(crate) fn serialization_error(what: &str, why: String) -> Error {
     Error::Serialization(Cause::with_source(
         format!("{what}: {why}"),
@@ -319,7 +318,7 @@ impl postcard::ser_flavors::Flavor for Append<'_> {
     }
     #[inline(always)]
     fn try_extend(&mut self, data: &[u8]) -> postcard::Result<()> {
-        extend_short(self.0, data);
+        self.0.extend_from_slice(data);
         Ok(())
     }
     fn finalize(self) -> postcard::Result<()> {
@@ -327,51 +326,7 @@ impl postcard::ser_flavors::Flavor for Append<'_> {
     }
 }
 
-/// `out.extend_from_slice(data)`, for the short slices postcard writes per
-/// value (a varint is at most 10 bytes).
-///
-/// Why not `extend_from_slice`: it calls libc's `memcpy` for a length
-/// unknown at compile time (so does a plain byte loop, which the compiler
-/// turns into that call), and glibc copies a few bytes with overlapping
-/// wide loads. Postcard has just stored the varint a byte at a time, and a
-/// wide load of bytes stored one by one waits for the stores to retire (a
-/// failed store-to-load forward): that wait was the largest single cost of
-/// encoding a `map`'s items. So the bytes are read one at a time into two
-/// words, which are stored whole.
-#[inline(always)]
-fn extend_short(out: &mut Vec<u8>, data: &[u8]) {
-    let n = data.len();
-    if n > 16 {
-        out.extend_from_slice(data);
-        return;
-    }
-    let mut words = [0u64; 2];
-    for (i, &byte) in data.iter().enumerate() {
-        words[i / 8] |= u64::from(byte) << (8 * (i % 8));
-    }
-    let mut bytes = [0u8; 16];
-    bytes[..8].copy_from_slice(&words[0].to_le_bytes());
-    bytes[8..].copy_from_slice(&words[1].to_le_bytes());
-    out.reserve(16);
-    let len = out.len();
-    // SAFETY: `reserve(16)` leaves room for 16 bytes after `len`, all of
-    // which are written (a plain unaligned store of a `[u8; 16]`); `set_len`
-    // then covers the `n <= 16` of them that are `data`.
-    unsafe {
-        out.as_mut_ptr()
-            .add(len)
-            .cast::<[u8; 16]>()
-            .write_unaligned(bytes);
-        out.set_len(len + n);
-    }
-}
-
 /// Serializes `value` at the end of `out`; on failure `out` is unchanged.
-/// [`explain_ser`] says why in the value's own words, if it gave any.
-///
-/// `postcard::serialize_with_flavor` without its function boundary: per
-/// item of a `map`, that call was a large share of encoding a small value.
-#[inline(always)]
 pub(crate) fn append<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> postcard::Result<()> {
     let start = out.len();
     let mut serializer = postcard::Serializer {
@@ -382,20 +337,6 @@ pub(crate) fn append<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> pos
         serializer.output.0.truncate(start);
     }
     result
-}
-
-/// Why [`append`] failed for `value`: the message of the value's own
-/// `custom` error if it gave one, postcard's text otherwise. Cold and out
-/// of line, so that the second run stays off the hot path; only the error's
-/// message needs `value`, so the fast path keeps postcard's one-byte error.
-#[cold]
-#[inline(never)]
-pub(crate) fn explain_ser<T: Serialize + ?Sized>(value: &T, e: postcard::Error) -> String {
-    match e {
-        postcard::Error::SerdeSerCustom => capture::serialize(value),
-        _ => None,
-    }
-    .unwrap_or_else(|| e.to_string())
 }
 
 /// Appends one record to `out`: a 4-byte little-endian length, then what
@@ -451,12 +392,6 @@ pub(crate) fn take_record<'a>(rest: &mut &'a [u8]) -> Option<&'a [u8]> {
 }
 
 /// Decodes a whole postcard body; trailing bytes are an error.
-/// [`explain_de`] says why in the words of the type's `Deserialize`, if it
-/// gave any.
-///
-/// `postcard::take_from_bytes` without its function boundary, which was a
-/// large share of decoding a small value.
-#[inline(always)]
 pub(crate) fn from_bytes<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, postcard::Error> {
     let mut deserializer = postcard::Deserializer::from_bytes(bytes);
     let value = T::deserialize(&mut deserializer)?;
@@ -465,19 +400,6 @@ pub(crate) fn from_bytes<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, p
     } else {
         Err(postcard::Error::DeserializeBadEncoding)
     }
-}
-
-/// Why [`from_bytes`] failed to decode `bytes` as a `T`; cold, like
-/// [`explain_ser`]. It may run the type's `Deserialize` again, so call it
-/// where a panic of that code is caught.
-#[cold]
-#[inline(never)]
-pub(crate) fn explain_de<'a, T: Deserialize<'a>>(bytes: &'a [u8], e: postcard::Error) -> String {
-    match e {
-        postcard::Error::SerdeDeCustom => capture::deserialize::<T>(bytes),
-        _ => None,
-    }
-    .unwrap_or_else(|| e.to_string())
 }
 
 /// The protocol version of a worker's first message, read without
@@ -567,21 +489,9 @@ mod tests {
 
     proptest! {
         #[test]
-        fn extend_short_appends_like_extend_from_slice(
-            before in proptest::collection::vec(any::<u8>(), 0..8),
-            data in proptest::collection::vec(any::<u8>(), 0..40),
-        ) {
-            let mut expected = before.clone();
-            expected.extend_from_slice(&data);
-            let mut out = before;
-            extend_short(&mut out, &data);
-            prop_assert_eq!(out, expected);
-        }
-
-        #[test]
         fn arbitrary_records_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
             for record in records(&bytes).flatten() {
-                let _ = from_bytes::<RemoteError>(record);
+                let _ = super::super::codec::from_bytes::<RemoteError>(record);
             }
         }
     }

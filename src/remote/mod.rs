@@ -5,6 +5,8 @@
 //! * [`tasks`]: the `#[task]` registry, stable fingerprints, the build
 //!   identity.
 //! * [`message`]: the messages and the encoding of their bodies.
+//! * [`codec`]: the encoding of task values (arguments, results, a call's
+//!   error) inside a job's records.
 //! * [`framing`]: length-prefixed frames, for transports that carry a byte
 //!   stream.
 //! * [`serve`]: the worker's dispatch core (find, call, answer).
@@ -15,6 +17,7 @@
 
 pub(crate) mod batch;
 pub(crate) mod client;
+pub(crate) mod codec;
 pub(crate) mod framing;
 pub(crate) mod job;
 pub(crate) mod message;

@@ -14,6 +14,7 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::codec;
 use super::message::{self, OUTCOME_ERR, OUTCOME_OK, RemoteError};
 use super::tasks::{self, TaskEntry};
 
@@ -43,7 +44,7 @@ pub(crate) fn init(
         OUTCOME_OK => Ok(()),
         _ => {
             let error =
-                message::from_bytes(&out[start..]).unwrap_or_else(|e| RemoteError::Panicked {
+                codec::from_bytes(&out[start..]).unwrap_or_else(|e| RemoteError::Panicked {
                     message: format!("malformed error record: {e}"),
                     location: None,
                     backtrace: None,
@@ -82,12 +83,13 @@ fn panicked(error: crate::Error) -> RemoteError {
     }
 }
 
+/// Appends an error record holding `error`.
 #[cold]
 #[inline(never)]
-fn push_error(out: &mut Vec<u8>, error: &RemoteError) {
+pub(crate) fn push_error(out: &mut Vec<u8>, error: &RemoteError) {
     let pushed = message::append_record(out, |o| {
         o.push(OUTCOME_ERR);
-        message::append(error, o)
+        codec::append(error, o)
     });
     debug_assert!(pushed.is_ok(), "a RemoteError always serializes");
 }
@@ -171,10 +173,10 @@ impl<'a> Batch<'a> {
     fn push_value<R: Serialize>(&mut self, value: &R) {
         let pushed = message::append_record(self.results, |o| {
             o.push(OUTCOME_OK);
-            message::append(value, o)
+            codec::append(value, o)
         });
         if let Err(e) = pushed {
-            let error = unencodable_result(value, e);
+            let error = unencodable_result(e);
             push_error(self.results, &error);
         }
     }
@@ -182,19 +184,19 @@ impl<'a> Batch<'a> {
 
 #[cold]
 #[inline(never)]
-fn unencodable_result<R: Serialize>(value: &R, e: postcard::Error) -> RemoteError {
+fn unencodable_result(e: codec::Error) -> RemoteError {
     RemoteError::Serialization {
         what: "result failed to serialize in the worker".into(),
-        why: message::explain_ser(value, e),
+        why: e.to_string(),
     }
 }
 
 #[cold]
 #[inline(never)]
-fn undecodable_args<A: DeserializeOwned>(args: &[u8], e: postcard::Error) -> RemoteError {
+fn undecodable_args(e: codec::Error) -> RemoteError {
     RemoteError::Serialization {
         what: "arguments failed to deserialize in the worker".into(),
-        why: message::explain_de::<A>(args, e),
+        why: e.to_string(),
     }
 }
 
@@ -212,13 +214,13 @@ where
 {
     while let Some(args) = batch.next_args() {
         let Ok(args) = args else { return false };
-        match message::from_bytes::<A>(args) {
+        match codec::from_bytes::<A>(args) {
             Ok(args) => {
                 let result = f(args);
                 batch.push_value(&result);
             }
             Err(e) => {
-                let error = undecodable_args::<A>(args, e);
+                let error = undecodable_args(e);
                 push_error(batch.results, &error);
             }
         }
@@ -252,7 +254,7 @@ mod tests {
     fn packed(items: &[u32]) -> Vec<u8> {
         let mut out = Vec::new();
         for item in items {
-            wire::append_record(&mut out, |o| wire::append(item, o)).unwrap();
+            wire::append_record(&mut out, |o| codec::append(item, o)).unwrap();
         }
         out
     }
@@ -260,8 +262,8 @@ mod tests {
     fn outcomes(results: &[u8]) -> Vec<Result<u32, RemoteError>> {
         wire::records(results)
             .map(|r| match r.unwrap().split_first() {
-                Some((&wire::OUTCOME_OK, v)) => Ok(wire::from_bytes(v).unwrap()),
-                Some((&wire::OUTCOME_ERR, e)) => Err(wire::from_bytes(e).unwrap()),
+                Some((&wire::OUTCOME_OK, v)) => Ok(codec::from_bytes(v).unwrap()),
+                Some((&wire::OUTCOME_ERR, e)) => Err(codec::from_bytes(e).unwrap()),
                 _ => panic!("bad record"),
             })
             .collect()
@@ -300,7 +302,7 @@ mod tests {
 
         // Arguments of the wrong type: an error for that item only.
         let mut items = packed(&[5]);
-        wire::append_record(&mut items, |o| wire::append("text", o)).unwrap();
+        wire::append_record(&mut items, |o| codec::append("text", o)).unwrap();
         results.clear();
         assert!(run(name, fingerprint, &items, &mut results));
         let got = outcomes(&results);
