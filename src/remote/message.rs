@@ -7,7 +7,7 @@
 //!   [`postcard`] (a maintained, compact serde format), at most
 //!   [`MAX_MESSAGE`] bytes.
 //! * A job's arguments travel as **records** (see [`records`]): one per
-//!   call, each a 4-byte little-endian length and the arguments in the
+//!   call, each a length (one byte below 255, else five) and the arguments in the
 //!   [`codec`](super::codec) of task values, so a batch of a `map` chunk is
 //!   one message and one bad item fails alone. Results come back the same
 //!   way, each record starting with [`OUTCOME_OK`] or [`OUTCOME_ERR`].
@@ -34,7 +34,7 @@ use crate::{Error, WorkerId};
 /// identity. 4: [`RemoteError`] gains `WorkerDied` and `Unavailable` (an
 /// MPI rank that runs its tasks in a child process reports its death).
 /// 5: records hold task values in the [`codec`](super::codec), not
-/// postcard.
+/// postcard, after a length of one byte (five from 255 bytes on).
 pub const PROTOCOL_VERSION: u32 = 5;
 
 /// The largest message body accepted, in bytes (1 GiB).
@@ -339,19 +339,28 @@ pub(crate) fn append<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> pos
     result
 }
 
-/// Appends one record to `out`: a 4-byte little-endian length, then what
-/// `write` appends. If `write` fails, `out` is unchanged.
+/// Appends one record to `out`: its length as a count (one byte below 255,
+/// else 255 and a little-endian `u32`, as the codec writes counts), then
+/// what `write` appends. If `write` fails, `out` is unchanged.
+///
+/// The length is known only once `write` is done: one byte is set aside
+/// for it, and a record of 255 bytes or more is moved 4 bytes on to make
+/// room for the long form, a copy that is small beside writing it.
 #[inline]
 pub(crate) fn append_record<E>(
     out: &mut Vec<u8>,
     write: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
 ) -> Result<(), E> {
     let start = out.len();
-    out.extend_from_slice(&[0; 4]);
+    out.push(0);
     match write(out) {
         Ok(()) => {
-            let len = (out.len() - start - 4) as u32;
-            out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+            let len = out.len() - start - 1;
+            if len < usize::from(LONG_RECORD) {
+                out[start] = len as u8;
+            } else {
+                long_record_header(out, start, len);
+            }
             Ok(())
         }
         Err(e) => {
@@ -361,8 +370,21 @@ pub(crate) fn append_record<E>(
     }
 }
 
-/// The records packed in `bytes` (each a 4-byte little-endian length and
-/// that many bytes). A record cut short is an error, never a panic.
+/// The first byte of a record header followed by a `u32` length.
+const LONG_RECORD: u8 = u8::MAX;
+
+#[cold]
+#[inline(never)]
+fn long_record_header(out: &mut Vec<u8>, start: usize, len: usize) {
+    // Longer than any frame can carry: the frame is refused later.
+    let len = u32::try_from(len).unwrap_or(u32::MAX);
+    out[start] = LONG_RECORD;
+    out.splice(start + 1..start + 1, len.to_le_bytes());
+}
+
+/// The records packed in `bytes` (each a length, as [`append_record`]
+/// writes it, and that many bytes). A record cut short is an error, never
+/// a panic.
 pub fn records(bytes: &[u8]) -> impl Iterator<Item = Result<&[u8], Error>> {
     let mut rest = bytes;
     std::iter::from_fn(move || {
@@ -381,8 +403,14 @@ pub fn records(bytes: &[u8]) -> impl Iterator<Item = Result<&[u8], Error>> {
 /// a whole record.
 #[inline(always)]
 pub(crate) fn take_record<'a>(rest: &mut &'a [u8]) -> Option<&'a [u8]> {
-    let (header, tail) = rest.split_first_chunk::<4>()?;
-    let len = u32::from_le_bytes(*header) as usize;
+    let (&first, tail) = rest.split_first()?;
+    let (len, tail) = match first {
+        LONG_RECORD => {
+            let (header, tail) = tail.split_first_chunk::<4>()?;
+            (u32::from_le_bytes(*header) as usize, tail)
+        }
+        short => (usize::from(short), tail),
+    };
     if tail.len() < len {
         return None;
     }
@@ -496,20 +524,49 @@ mod tests {
         }
     }
 
-    #[test]
-    fn records_round_trip() {
-        let mut out = Vec::new();
-        for v in [&[1u8, 2][..], &[], &[7; 70]] {
-            append_record(&mut out, |o| append(serde_bytes::Bytes::new(v), o)).unwrap();
+    /// Appends `bytes` as one record.
+    fn append_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+        append_record(out, |o| {
+            o.extend_from_slice(bytes);
+            Ok::<(), ()>(())
+        })
+        .unwrap();
+    }
+
+    proptest! {
+        #[test]
+        fn records_round_trip_on_both_sides_of_the_long_header(
+            sizes in prop::collection::vec(prop_oneof![0..300usize, 250..260usize], 0..8),
+        ) {
+            let items: Vec<Vec<u8>> = sizes.iter().map(|&n| vec![n as u8; n]).collect();
+            let mut out = Vec::new();
+            for item in &items {
+                append_bytes(&mut out, item);
+            }
+            let header = |n: usize| if n < 255 { 1 } else { 5 };
+            prop_assert_eq!(out.len(), sizes.iter().map(|&n| n + header(n)).sum::<usize>());
+            let got: Vec<&[u8]> = records(&out).map(Result::unwrap).collect();
+            prop_assert_eq!(got, items.iter().map(Vec::as_slice).collect::<Vec<_>>());
+            if !out.is_empty() {
+                // One byte short: an error, or one record fewer.
+                let cut: Result<Vec<&[u8]>, _> = records(&out[..out.len() - 1]).collect();
+                prop_assert!(cut.map_or(true, |c| c.len() < items.len()));
+            }
         }
+    }
+
+    #[test]
+    fn a_failed_record_leaves_the_output_as_it_was() {
+        let mut out = Vec::new();
+        append_bytes(&mut out, &[1, 2]);
         let failed: Result<(), ()> = append_record(&mut out, |o| {
-            o.push(1);
+            o.extend_from_slice(&[9; 300]);
             Err(())
         });
         assert!(failed.is_err());
-        let got: Vec<Vec<u8>> = records(&out)
-            .map(|r| from_bytes::<ByteBuf>(r.unwrap()).unwrap().into_vec())
-            .collect();
-        assert_eq!(got, vec![vec![1, 2], vec![], vec![7; 70]]);
+        assert_eq!(out, [2, 1, 2]);
+        append_bytes(&mut out, &[7; 70_000]);
+        let got: Vec<&[u8]> = records(&out).map(Result::unwrap).collect();
+        assert_eq!(got, [&[1u8, 2][..], &[7; 70_000][..]]);
     }
 }

@@ -27,7 +27,7 @@ pub(crate) fn init(
     out: &mut Vec<u8>,
 ) -> Result<(), RemoteError> {
     let entry = find(task, fingerprint)?;
-    let mut items = Vec::with_capacity(args.len() + 4);
+    let mut items = Vec::with_capacity(args.len() + 5);
     message::append_record(&mut items, |o| {
         o.extend_from_slice(args);
         Ok::<(), ()>(())
@@ -38,8 +38,11 @@ pub(crate) fn init(
         unreachable!("a record just packed is well formed");
     }
     // One outcome record: its header and outcome byte go, the value stays.
-    let outcome = out[start + 4];
-    out.drain(start..start + 5);
+    let mut answer = &out[start..];
+    let record = message::take_record(&mut answer).expect("run_entry wrote one record");
+    let outcome = record[0];
+    let value_at = out.len() - record.len() + 1;
+    out.drain(start..value_at);
     match outcome {
         OUTCOME_OK => Ok(()),
         _ => {
