@@ -239,6 +239,29 @@ impl<T> Iterator for ChunkResults<T> {
             }
         }
     }
+
+    /// The values between two failures in a loop of their own, without a
+    /// test per item.
+    #[inline]
+    fn fold<B, F: FnMut(B, Self::Item) -> B>(mut self, init: B, mut f: F) -> B {
+        let mut acc = init;
+        if let Some(value) = self.one.take() {
+            acc = f(acc, Ok(value));
+        }
+        loop {
+            let run = self.next_failure.saturating_sub(self.position);
+            for value in self.values.by_ref().take(run) {
+                self.position += 1;
+                acc = f(acc, Ok(value));
+            }
+            if self.position != self.next_failure {
+                return acc;
+            }
+            self.position += 1;
+            let failure = self.take_failure();
+            acc = f(acc, Err(failure));
+        }
+    }
 }
 
 impl<T> fmt::Debug for ChunkResults<T> {
@@ -417,6 +440,22 @@ impl<T> Iterator for Map<'_, T> {
         }
         self.next_chunk()
     }
+
+    /// What `sum`, `count`, `for_each` and the like use: each chunk's
+    /// results in a loop of their own.
+    #[inline]
+    fn fold<B, F: FnMut(B, Self::Item) -> B>(mut self, init: B, mut f: F) -> B {
+        let mut acc = init;
+        loop {
+            if let Some(results) = self.current.take() {
+                acc = results.fold(acc, &mut f);
+            }
+            match self.next_chunk() {
+                Some(item) => acc = f(acc, item),
+                None => return acc,
+            }
+        }
+    }
 }
 
 impl<T> Drop for Map<'_, T> {
@@ -472,6 +511,26 @@ mod tests {
         // A chunk of one value, held without a vector.
         let results = ChunkResults::one(5);
         assert_eq!(shown(results), ["5"]);
+
+        // `fold` yields what `next` does, for every place of the failures
+        // among seven items.
+        for mask in 0u32..128 {
+            let results = || {
+                let failures = (0..7).filter(|i| mask & (1 << i) != 0).map(failure);
+                let values = (0..7).filter(|i| mask & (1 << i) == 0).map(|i| i as u32);
+                ChunkResults::new(values.collect(), failures.collect())
+            };
+            let folded = results().fold(Vec::new(), |mut got, r| {
+                got.push(r);
+                got
+            });
+            assert_eq!(folded, results().collect::<Vec<_>>(), "failures {mask:#b}");
+        }
+        let one = ChunkResults::one(9).fold(Vec::new(), |mut got, r| {
+            got.push(r);
+            got
+        });
+        assert_eq!(one, [Ok(9)]);
 
         // An ended iterator stays ended.
         let mut results = ChunkResults::new(vec![7], vec![failure(0)]);

@@ -455,28 +455,36 @@ fn map_one_panicking_item_does_not_end_the_iteration() {
 #[test]
 fn map_chunksize_gives_equal_results() {
     let pool = ThreadPoolExecutor::new(3).unwrap();
-    let f = |i: u32| if i == 13 { panic!("thirteen") } else { i * 2 };
+    // Failures first, in a row, alone and last.
+    let fails = |i: u32| [0, 13, 14, 30, 49].contains(&i);
+    let f = move |i: u32| if fails(i) { panic!("thirteen") } else { i * 2 };
     let expected: Vec<Result<u32, bool>> = (0..50)
-        .map(|i| if i == 13 { Err(true) } else { Ok(i * 2) })
+        .map(|i| if fails(i) { Err(true) } else { Ok(i * 2) })
         .collect();
+    let seen = |r: Result<u32, Error>| {
+        r.map_err(|e| matches!(e, Error::Panicked { message, .. } if message == "thirteen"))
+    };
     for chunksize in [1, 2, 3, 7, 49, 50, 100] {
         for buffersize in [None, Some(1), Some(3)] {
             let mut opts = MapOptions::new().chunksize(chunksize);
             if let Some(b) = buffersize {
                 opts = opts.buffersize(b);
             }
-            let got: Vec<Result<u32, bool>> = pool
-                .map_with(f, 0..50, opts)
-                .unwrap()
-                .map(|r| {
-                    r.map_err(
-                        |e| matches!(e, Error::Panicked { message, .. } if message == "thirteen"),
-                    )
-                })
-                .collect();
+            let map = pool.map_with(f, 0..50, opts.clone()).unwrap();
+            let got: Vec<Result<u32, bool>> = map.map(seen).collect();
             assert_eq!(
                 got, expected,
                 "chunksize {chunksize}, buffersize {buffersize:?}"
+            );
+            // `fold` (what `sum` and `for_each` use) yields the same.
+            let map = pool.map_with(f, 0..50, opts).unwrap();
+            let folded = map.fold(Vec::new(), |mut got, r| {
+                got.push(seen(r));
+                got
+            });
+            assert_eq!(
+                folded, expected,
+                "fold: chunksize {chunksize}, buffersize {buffersize:?}"
             );
         }
     }
