@@ -169,3 +169,67 @@ fn result_deserialize_in_the_parent() {
         .collect();
     assert_map(got, [1, 2].map(|n| envelope(NoDecode13(n))), place);
 }
+
+/// Leaves `note` out when it is `None`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Sparse {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    note: Option<u32>,
+    count: u32,
+}
+
+#[task]
+fn count_of(s: Sparse) -> u32 {
+    s.count
+}
+
+#[task]
+fn sparse(n: u32) -> Sparse {
+    Sparse {
+        note: (n % 2 == 0).then_some(n),
+        count: n,
+    }
+}
+
+/// A field left out by `skip_serializing_if` would make the reader take
+/// the next field's bytes for it: refused where it is written, on either
+/// side, with the field's name.
+#[test]
+fn a_field_left_out_is_a_serialization_error_not_a_wrong_value() {
+    let pool = pool();
+    let written = Sparse {
+        note: Some(1),
+        count: 5,
+    };
+    let f = pool.submit(count_of, written).unwrap();
+    assert_eq!(f.result_timeout(LIMIT).cloned(), Ok(5));
+    let left_out = Sparse {
+        note: None,
+        count: 5,
+    };
+    match pool.submit(count_of, left_out) {
+        Err(Error::Serialization(e)) => {
+            assert!(e.to_string().contains("field `note` was left out"), "{e}")
+        }
+        other => panic!("expected a serialization error, got {other:?}"),
+    }
+    let got: Vec<_> = pool.map_with(sparse, [2, 3], chunk()).unwrap().collect();
+    assert_eq!(
+        got[0],
+        Ok(Sparse {
+            note: Some(2),
+            count: 2
+        })
+    );
+    match &got[1] {
+        Err(e @ Error::Serialization(_)) => {
+            let text = e.to_string();
+            assert!(
+                text.contains("result failed to serialize in the worker"),
+                "{text}"
+            );
+            assert!(text.contains("field `note` was left out"), "{text}");
+        }
+        other => panic!("expected a serialization error, got {other:?}"),
+    }
+}

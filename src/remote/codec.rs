@@ -35,7 +35,9 @@
 //!   is an error when encoded, not bytes that decode wrongly.
 //! * The format is not self-describing, like postcard's: types that need
 //!   `deserialize_any` (untagged enums, `#[serde(flatten)]`) are refused
-//!   with an error that says so.
+//!   with an error that says so, and so is a struct that leaves a field
+//!   out with `skip_serializing_if` (postcard writes it without the field,
+//!   and the reader then takes the next field's bytes for it).
 
 use std::fmt;
 
@@ -76,6 +78,8 @@ enum Kind {
     Miscounted { declared: usize, given: usize },
     /// The type needs a self-describing format.
     NotSelfDescribing,
+    /// A struct left a field out (`skip_serializing_if`).
+    Skipped(&'static str),
 }
 
 impl Error {
@@ -104,6 +108,11 @@ impl fmt::Display for Error {
             Kind::NotSelfDescribing => f.write_str(
                 "the type needs a self-describing format (deserialize_any: \
                  untagged enums, flatten), which task values do not have",
+            ),
+            Kind::Skipped(field) => write!(
+                f,
+                "field `{field}` was left out by `skip_serializing_if`: task values \
+                 carry no field names, so every field must be written"
             ),
         }
     }
@@ -393,6 +402,31 @@ mod tests {
         append(&Loose::N(1), &mut out).unwrap();
         let e = from_bytes::<Loose>(&out).unwrap_err().to_string();
         assert!(e.contains("self-describing"), "{e}");
+    }
+
+    #[test]
+    fn a_field_left_out_is_refused_when_encoding() {
+        #[derive(Debug, Serialize, Deserialize, PartialEq)]
+        struct Sparse {
+            #[serde(skip_serializing_if = "Option::is_none")]
+            note: Option<u8>,
+            #[serde(skip)]
+            cache: u8,
+            count: u32,
+        }
+        // Written in full, or with a field never written (`skip`), it goes.
+        let full = Sparse {
+            note: Some(1),
+            cache: 0,
+            count: 7,
+        };
+        round_trip(&full);
+        // Left out on a condition: an error, not bytes that decode wrongly.
+        let mut out = Vec::new();
+        let sparse = Sparse { note: None, ..full };
+        let e = append(&sparse, &mut out).unwrap_err().to_string();
+        assert!(e.contains("field `note` was left out"), "{e}");
+        assert!(out.is_empty());
     }
 
     #[test]

@@ -320,7 +320,10 @@ impl SerializeMap for Counted<'_, '_> {
     }
 }
 
-/// The four kinds of uncounted fields are written alike.
+/// The five kinds of uncounted fields are written alike. A struct's field
+/// that `skip_serializing_if` leaves out is an error: the reader expects
+/// every field in order, and without names it would take the next field's
+/// bytes for the missing one.
 macro_rules! fields {
     ($($trait:ident $method:ident $(($key:ident))?;)*) => {$(
         impl ser::$trait for Fields<'_, '_> {
@@ -334,6 +337,12 @@ macro_rules! fields {
             ) -> Result<(), Error> {
                 value.serialize(&mut *self.ser)
             }
+            $(
+                #[cold]
+                fn skip_field(&mut self, $key: &'static str) -> Result<(), Error> {
+                    Err(Error::new(Kind::Skipped($key)))
+                }
+            )?
             #[inline]
             fn end(self) -> Result<(), Error> {
                 Ok(())
