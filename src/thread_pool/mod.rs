@@ -476,8 +476,15 @@ impl ThreadPoolExecutor {
     /// let pool = ThreadPoolExecutor::new(1).unwrap();
     /// // Keep the only worker busy until `gate` is set.
     /// let (gate, open) = Promise::<()>::new();
-    /// let busy = pool.submit(move || open.wait()).unwrap();
+    /// let (started, has_started) = Promise::<()>::new();
+    /// let busy = pool
+    ///     .submit(move || {
+    ///         started.set_result(()).unwrap();
+    ///         open.wait()
+    ///     })
+    ///     .unwrap();
     /// let queued = pool.submit(|| 42).unwrap();
+    /// has_started.wait(); // (not yet started, `busy` would be cancelled too)
     ///
     /// pool.shutdown(false, true); // stop accepting work, cancel what has not started
     /// assert_eq!(queued.result(), Err(Error::Cancelled));
