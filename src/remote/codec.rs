@@ -19,9 +19,11 @@
 //! * `str` and bytes: a count, then the bytes. `Option`: a byte, 0 for
 //!   `None`, 1 then the value for `Some`.
 //! * Sequences and maps: a count, then the elements (a map's as key, value,
-//!   key, value). Tuples and structs: their fields in order, no count.
-//! * Enums: the variant's index as a count, then its fields as a tuple or
-//!   struct. Unit and unit structs: nothing. Newtypes: their inner value.
+//!   key, value). Tuples and arrays: their elements in order, no count.
+//!   Structs and tuple structs: the count of their fields, then the fields
+//!   in order; the reader checks the count against the fields it expects.
+//! * Enums: the variant's index as a count, then its fields as a struct's.
+//!   Unit and unit structs: nothing. Newtypes: their inner value.
 //!
 //! Guarantees:
 //! * What [`append`] writes, [`from_bytes`] reads back as the same value,
@@ -31,8 +33,10 @@
 //!   `Error::custom(message)` keeps that message, at any depth.
 //! * Malformed bytes are an [`Error`], never a panic, and never make the
 //!   decoder allocate more than serde's cautious size hints allow.
-//! * A sequence that yields another number of elements than it declared
-//!   is an error when encoded, not bytes that decode wrongly.
+//! * A sequence, tuple or struct that yields another number of elements
+//!   than it declared is an error when encoded, and a struct read with
+//!   other fields than it was written with (serde attributes that make the
+//!   two sides differ) is an error when decoded: never a wrong value.
 //! * The format is not self-describing, like postcard's: types that need
 //!   `deserialize_any` (untagged enums, `#[serde(flatten)]`) are refused
 //!   with an error that says so, and so is a struct that leaves a field
@@ -80,6 +84,9 @@ enum Kind {
     NotSelfDescribing,
     /// A struct left a field out (`skip_serializing_if`).
     Skipped(&'static str),
+    /// A struct written with another number of fields than its reader
+    /// expects.
+    Fields { written: usize, expected: usize },
 }
 
 impl Error {
@@ -103,7 +110,15 @@ impl fmt::Display for Error {
             Kind::TooLong(n) => write!(f, "a length of {n} is too long to encode"),
             Kind::Miscounted { declared, given } => write!(
                 f,
-                "a sequence declared {declared} elements but gave {given}"
+                "a sequence, tuple or struct declared {declared} elements but gave {given}"
+            ),
+            Kind::Fields { written, expected } => write!(
+                f,
+                "a struct was written with {written} fields and is read with {expected}: \
+                 serde attributes that differ between writing and reading \
+                 (`skip_serializing_if` on a tuple field, `skip_serializing` or \
+                 `skip_deserializing` alone, `tag` on a struct) need a format with \
+                 field names"
             ),
             Kind::NotSelfDescribing => f.write_str(
                 "the type needs a self-describing format (deserialize_any: \
@@ -310,7 +325,10 @@ mod tests {
     fn a_miscounted_sequence_fails_and_leaves_the_output_as_it_was() {
         let mut out = vec![1, 2];
         let e = append(&Liar, &mut out).unwrap_err();
-        assert_eq!(e.to_string(), "a sequence declared 3 elements but gave 1");
+        assert_eq!(
+            e.to_string(),
+            "a sequence, tuple or struct declared 3 elements but gave 1"
+        );
         assert_eq!(out, [1, 2]);
     }
 
@@ -426,6 +444,104 @@ mod tests {
         let sparse = Sparse { note: None, ..full };
         let e = append(&sparse, &mut out).unwrap_err().to_string();
         assert!(e.contains("field `note` was left out"), "{e}");
+        assert!(out.is_empty());
+    }
+
+    /// Encodes `value` and decodes it as a `T`: the error's text.
+    fn misread<T: DeserializeOwned + Debug>(value: &impl Serialize) -> String {
+        let mut out = Vec::new();
+        append(value, &mut out).unwrap();
+        match from_bytes::<T>(&out) {
+            Ok(wrong) => panic!("decoded as {wrong:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    /// Serde attributes that make writing and reading differ, which a
+    /// format without field names cannot follow: each is an error, where
+    /// the fields alone would decode into a wrong value.
+    #[test]
+    fn structs_read_with_other_fields_than_written_are_errors() {
+        fn is_zero(n: &u8) -> bool {
+            *n == 0
+        }
+        #[derive(Debug, Serialize, Deserialize)]
+        struct Item(#[serde(skip_serializing_if = "is_zero")] u8, String);
+        let e = misread::<Vec<Item>>(&vec![Item(0, "\u{1}A".into()), Item(5, "B".into())]);
+        assert!(
+            e.contains("written with 1 fields and is read with 2"),
+            "{e}"
+        );
+
+        #[derive(Debug, Serialize, Deserialize)]
+        enum Shape {
+            Line(#[serde(skip_serializing_if = "is_zero")] u8, u8),
+        }
+        let e = misread::<Shape>(&Shape::Line(0, 1));
+        assert!(e.contains("written with 1 fields"), "{e}");
+
+        #[derive(Debug, Serialize, Deserialize)]
+        #[allow(dead_code)] // read by Debug only
+        struct Cached {
+            a: u8,
+            #[serde(skip_serializing)]
+            cache: u8,
+            b: Vec<u8>,
+        }
+        let cached = Cached {
+            a: 1,
+            cache: 0,
+            b: vec![0],
+        };
+        let e = misread::<(Cached, u8)>(&(cached, 5u8));
+        assert!(
+            e.contains("written with 2 fields and is read with 3"),
+            "{e}"
+        );
+
+        #[derive(Debug, Serialize, Deserialize)]
+        struct Computed {
+            #[serde(skip_deserializing)]
+            derived: u8,
+            b: u8,
+        }
+        let e = misread::<(Computed, Vec<u8>)>(&(Computed { derived: 7, b: 2 }, vec![9u8]));
+        assert!(
+            e.contains("written with 2 fields and is read with 1"),
+            "{e}"
+        );
+
+        #[derive(Debug, Serialize, Deserialize)]
+        #[serde(tag = "kind")]
+        struct Tagged {
+            a: u8,
+            b: u16,
+        }
+        let bytes = serde_bytes::ByteBuf::from(vec![0u8; 96]);
+        let e = misread::<(Tagged, serde_bytes::ByteBuf)>(&(Tagged { a: 1, b: 2 }, bytes));
+        assert!(
+            e.contains("written with 3 fields and is read with 2"),
+            "{e}"
+        );
+    }
+
+    /// A struct that declares more fields than it writes.
+    struct Short;
+
+    impl Serialize for Short {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            use serde::ser::SerializeStruct;
+            let mut fields = s.serialize_struct("Short", 2)?;
+            fields.serialize_field("a", &1u8)?;
+            fields.end()
+        }
+    }
+
+    #[test]
+    fn a_struct_short_of_its_declared_fields_fails_to_encode() {
+        let mut out = Vec::new();
+        let e = append(&Short, &mut out).unwrap_err().to_string();
+        assert!(e.contains("declared 2 elements but gave 1"), "{e}");
         assert!(out.is_empty());
     }
 

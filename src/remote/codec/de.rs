@@ -60,6 +60,20 @@ impl<'de> Deserializer<'de> {
         Ok(bytes)
     }
 
+    /// The fields of a struct, tuple struct or variant, which the reader
+    /// expects `expected` of: the count written first must say the same.
+    #[inline]
+    fn fields<V: Visitor<'de>>(&mut self, expected: usize, visitor: V) -> Result<V::Value, Error> {
+        let written = self.count()? as usize;
+        if written != expected {
+            return Err(Error::new(Kind::Fields { written, expected }));
+        }
+        visitor.visit_seq(Elements {
+            de: self,
+            left: expected,
+        })
+    }
+
     #[inline]
     fn str(&mut self) -> Result<&'de str, Error> {
         std::str::from_utf8(self.counted_bytes()?).map_err(|_| Error::new(Kind::Utf8))
@@ -192,7 +206,7 @@ impl<'de> de::Deserializer<'de> for &mut Deserializer<'de> {
         len: usize,
         visitor: V,
     ) -> Result<V::Value, Error> {
-        self.deserialize_tuple(len, visitor)
+        self.fields(len, visitor)
     }
 
     #[inline]
@@ -208,10 +222,7 @@ impl<'de> de::Deserializer<'de> for &mut Deserializer<'de> {
         fields: &'static [&'static str],
         visitor: V,
     ) -> Result<V::Value, Error> {
-        visitor.visit_seq(Elements {
-            de: self,
-            left: fields.len(),
-        })
+        self.fields(fields.len(), visitor)
     }
 
     #[inline]
@@ -316,10 +327,7 @@ impl<'de> VariantAccess<'de> for &mut Deserializer<'de> {
 
     #[inline]
     fn tuple_variant<V: Visitor<'de>>(self, len: usize, visitor: V) -> Result<V::Value, Error> {
-        visitor.visit_seq(Elements {
-            de: self,
-            left: len,
-        })
+        self.fields(len, visitor)
     }
 
     #[inline]
@@ -328,9 +336,6 @@ impl<'de> VariantAccess<'de> for &mut Deserializer<'de> {
         fields: &'static [&'static str],
         visitor: V,
     ) -> Result<V::Value, Error> {
-        visitor.visit_seq(Elements {
-            de: self,
-            left: fields.len(),
-        })
+        self.fields(fields.len(), visitor)
     }
 }

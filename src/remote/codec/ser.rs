@@ -99,9 +99,39 @@ impl Counted<'_, '_> {
     }
 }
 
-/// Fields of a tuple or struct: written one after the other, uncounted.
+/// Fields of a tuple or struct, written one after the other; as many as
+/// declared, or an error.
 pub(crate) struct Fields<'s, 'a> {
     ser: &'s mut Serializer<'a>,
+    declared: usize,
+    given: usize,
+}
+
+impl<'s, 'a> Fields<'s, 'a> {
+    fn new(ser: &'s mut Serializer<'a>, declared: usize) -> Fields<'s, 'a> {
+        Fields {
+            ser,
+            declared,
+            given: 0,
+        }
+    }
+
+    #[inline]
+    fn field<T: ?Sized + Serialize>(&mut self, value: &T) -> Result<(), Error> {
+        self.given += 1;
+        value.serialize(&mut *self.ser)
+    }
+
+    #[inline]
+    fn finish(self) -> Result<(), Error> {
+        match self.given == self.declared {
+            true => Ok(()),
+            false => Err(Error::new(Kind::Miscounted {
+                declared: self.declared,
+                given: self.given,
+            })),
+        }
+    }
 }
 
 impl<'s, 'a> ser::Serializer for &'s mut Serializer<'a> {
@@ -246,16 +276,17 @@ impl<'s, 'a> ser::Serializer for &'s mut Serializer<'a> {
         self.counted(len)
     }
     #[inline]
-    fn serialize_tuple(self, _len: usize) -> Result<Fields<'s, 'a>, Error> {
-        Ok(Fields { ser: self })
+    fn serialize_tuple(self, len: usize) -> Result<Fields<'s, 'a>, Error> {
+        Ok(Fields::new(self, len))
     }
     #[inline]
     fn serialize_tuple_struct(
         self,
         _name: &'static str,
-        _len: usize,
+        len: usize,
     ) -> Result<Fields<'s, 'a>, Error> {
-        Ok(Fields { ser: self })
+        self.count(len)?;
+        Ok(Fields::new(self, len))
     }
     #[inline]
     fn serialize_tuple_variant(
@@ -263,18 +294,20 @@ impl<'s, 'a> ser::Serializer for &'s mut Serializer<'a> {
         _name: &'static str,
         index: u32,
         _variant: &'static str,
-        _len: usize,
+        len: usize,
     ) -> Result<Fields<'s, 'a>, Error> {
         self.count(index as usize)?;
-        Ok(Fields { ser: self })
+        self.count(len)?;
+        Ok(Fields::new(self, len))
     }
     #[inline]
     fn serialize_map(self, len: Option<usize>) -> Result<Counted<'s, 'a>, Error> {
         self.counted(len)
     }
     #[inline]
-    fn serialize_struct(self, _name: &'static str, _len: usize) -> Result<Fields<'s, 'a>, Error> {
-        Ok(Fields { ser: self })
+    fn serialize_struct(self, _name: &'static str, len: usize) -> Result<Fields<'s, 'a>, Error> {
+        self.count(len)?;
+        Ok(Fields::new(self, len))
     }
     #[inline]
     fn serialize_struct_variant(
@@ -282,10 +315,11 @@ impl<'s, 'a> ser::Serializer for &'s mut Serializer<'a> {
         _name: &'static str,
         index: u32,
         _variant: &'static str,
-        _len: usize,
+        len: usize,
     ) -> Result<Fields<'s, 'a>, Error> {
         self.count(index as usize)?;
-        Ok(Fields { ser: self })
+        self.count(len)?;
+        Ok(Fields::new(self, len))
     }
     fn is_human_readable(&self) -> bool {
         false
@@ -320,7 +354,8 @@ impl SerializeMap for Counted<'_, '_> {
     }
 }
 
-/// The five kinds of uncounted fields are written alike. A struct's field
+/// The five kinds of fields are written alike (the count of a struct's, a
+/// tuple struct's and a variant's came first). A struct's field
 /// that `skip_serializing_if` leaves out is an error: the reader expects
 /// every field in order, and without names it would take the next field's
 /// bytes for the missing one.
@@ -335,7 +370,7 @@ macro_rules! fields {
                 $($key: &'static str,)?
                 value: &T,
             ) -> Result<(), Error> {
-                value.serialize(&mut *self.ser)
+                self.field(value)
             }
             $(
                 #[cold]
@@ -345,7 +380,7 @@ macro_rules! fields {
             )?
             #[inline]
             fn end(self) -> Result<(), Error> {
-                Ok(())
+                self.finish()
             }
         }
     )*};
