@@ -289,12 +289,10 @@ impl Error {
     }
 }
 
+/// Python's text (`"2 (of 4) futures unfinished"`), for one future too,
+/// after what happened.
 fn timeout_message(unfinished: usize, total: usize) -> String {
-    if total == 1 {
-        "timed out waiting for the future".to_owned()
-    } else {
-        format!("timed out: {unfinished} (of {total}) futures unfinished")
-    }
+    format!("timed out: {unfinished} (of {total}) futures unfinished")
 }
 
 /// The text of a panic payload: the `&str` or `String` it carries.

@@ -128,6 +128,14 @@ fn correct_timeout_exception_msg() {
         error.to_string().contains("2 (of 4) futures unfinished"),
         "{error}"
     );
+    // One future: the same text, counted (CPython's "1 (of 1) futures
+    // unfinished").
+    let items: Vec<_> = as_completed([&pend], Some(Duration::ZERO)).collect();
+    let error = items[0].as_ref().unwrap_err();
+    assert!(
+        error.to_string().contains("1 (of 1) futures unfinished"),
+        "{error}"
+    );
 }
 
 #[test]

@@ -224,3 +224,44 @@ fn submit_to_a_broken_pool_after_shutdown_reports_broken() {
         Err(Error::BrokenPool(_))
     ));
 }
+
+/// Set in the child process of `a_broken_pool_says_why_on_stderr`.
+const STDERR_CHILD: &str = "CONCURRENT_FUTURES_TEST_BROKEN_STDERR";
+
+/// Python logs a failed initializer: a program that never looks at its
+/// futures' errors still learns why its pool broke. Here the pool says so
+/// once on stderr (run in a child process, whose stderr the test reads).
+#[test]
+fn a_broken_pool_says_why_on_stderr() {
+    if std::env::var_os(STDERR_CHILD).is_some() {
+        let pool = ThreadPoolExecutor::builder()
+            .max_workers(2)
+            .thread_name_prefix("loud")
+            .try_initializer(|| Err::<(), _>("no database connection"))
+            .build()
+            .unwrap();
+        let futures: Vec<Future<u32>> = (0..3).map(|i| pool.submit(move || i).unwrap()).collect();
+        for f in &futures {
+            assert_broken(f.result_timeout(LONG));
+        }
+        return;
+    }
+    let name = "a_broken_pool_says_why_on_stderr";
+    let exe = std::env::current_exe().unwrap();
+    let output = bounded("the child test", move || {
+        std::process::Command::new(exe)
+            .args(["--exact", name, "--nocapture", "--test-threads=1"])
+            .env(STDERR_CHILD, "1")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    });
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("1 passed"), "{stdout}");
+    let said: Vec<&str> = stderr.lines().filter(|l| l.contains("is broken")).collect();
+    assert_eq!(said.len(), 1, "said once: {stderr}");
+    assert!(said[0].contains("thread pool loud"), "{stderr}");
+    assert!(said[0].contains("no database connection"), "{stderr}");
+}

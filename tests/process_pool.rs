@@ -705,6 +705,57 @@ fn initializer_that_fails_breaks_the_pool() {
     }
 }
 
+/// Set in the child process of `a_broken_pool_says_why_on_stderr`.
+const STDERR_CHILD: &str = "CONCURRENT_FUTURES_TEST_BROKEN_STDERR";
+
+/// As Python logs a failed initializer, the pool says once on stderr why
+/// it broke (run in a child process, whose stderr the test reads).
+#[test]
+fn a_broken_pool_says_why_on_stderr() {
+    if std::env::var_os(STDERR_CHILD).is_some() {
+        let pool = ProcessPoolExecutor::builder()
+            .max_workers(2)
+            .initializer(initializer_errs, "no config".to_string())
+            .build()
+            .unwrap();
+        for f in [
+            pool.submit(square, 2).unwrap(),
+            pool.submit(square, 3).unwrap(),
+        ] {
+            assert!(matches!(get(&f), Err(Error::BrokenPool(_))));
+        }
+        return;
+    }
+    let name = "a_broken_pool_says_why_on_stderr";
+    let child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", name, "--nocapture", "--test-threads=1"])
+        .env(STDERR_CHILD, "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(child.wait_with_output()));
+    let Ok(output) = rx.recv_timeout(LIMIT) else {
+        // SAFETY: `kill` has no memory effects; the child is not reaped
+        // yet (its waiter has not returned), so the pid is still its.
+        unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+        panic!("the child did not finish within {LIMIT:?}");
+    };
+    let output = output.unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("1 passed"), "{stdout}");
+    let said: Vec<&str> = stderr.lines().filter(|l| l.contains("is broken")).collect();
+    assert_eq!(said.len(), 1, "said once: {stderr}");
+    assert!(said[0].contains("process pool"), "{stderr}");
+    assert!(said[0].contains("no config"), "{stderr}");
+    assert!(said[0].contains("stopped by the pool"), "{stderr}");
+}
+
 #[test]
 fn initializer_that_kills_its_worker_breaks_the_pool() {
     let pool = ProcessPoolExecutor::builder()

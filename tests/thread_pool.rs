@@ -171,6 +171,25 @@ fn running_task_cannot_be_cancelled() {
     assert_eq!(f.result_timeout(LONG), Ok(&3));
 }
 
+/// CPython: `thread_name_prefix or "ThreadPoolExecutor-%d"`: an empty
+/// prefix gives the default names.
+#[test]
+fn an_empty_thread_name_prefix_gives_the_default_names() {
+    let pool = ThreadPoolExecutor::builder()
+        .max_workers(1)
+        .thread_name_prefix("")
+        .build()
+        .unwrap();
+    let name = pool
+        .submit(thread_name)
+        .unwrap()
+        .result_timeout(LONG)
+        .cloned();
+    let name = name.unwrap();
+    assert!(name.starts_with("ThreadPoolExecutor-"), "{name}");
+    assert!(name.ends_with("_0"), "{name}");
+}
+
 #[test]
 fn done_callbacks_run_in_the_worker() {
     let pool = ThreadPoolExecutor::builder()

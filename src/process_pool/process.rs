@@ -160,6 +160,21 @@ impl Process {
         }
     }
 
+    /// Ends a worker that failed to start (its handshake or initializer)
+    /// and says how it ended: its own exit or death if it had ended
+    /// already, else that the pool stopped it (reporting the pool's own
+    /// SIGKILL as the worker's cause would mislead).
+    pub(super) fn end_after_failed_start(&mut self) -> String {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            return describe_status(status);
+        }
+        send_signal(self.id(), libc::SIGKILL);
+        match self.child.wait() {
+            Ok(status) if status.signal() != Some(libc::SIGKILL) => describe_status(status),
+            _ => "stopped by the pool".to_owned(),
+        }
+    }
+
     /// Without a pidfd: polls for the exit, for at most [`LINGER`].
     fn poll_exit(&mut self) -> bool {
         let start = Instant::now();

@@ -197,6 +197,12 @@ impl Shared {
     /// Marks the pool broken and fails everything queued.
     pub(super) fn break_pool(&self, st: &mut PoolState, reason: String) -> Failures {
         if st.broken.is_none() {
+            // Said once, as Python logs a failed initializer: a program that
+            // never looks at the futures' errors still learns why.
+            crate::trace::diag!(
+                error,
+                "concurrent_futures: a process pool is broken, its queued and later tasks fail: {reason}"
+            );
             st.broken = Some(reason.clone());
         }
         st.queue

@@ -192,13 +192,8 @@ impl Shared {
         let (reason, broken) = match failure {
             StartFailure::Spawn(reason) => (reason, false),
             StartFailure::Handshake(mut process, reason) => {
-                send_signal(process.id(), libc::SIGKILL);
-                let ended = process.reap();
-                let status = describe(Ended {
-                    lingered: false,
-                    ..ended
-                });
-                let reason = format!("{reason} (worker process {}: {status})", process.id());
+                let how = process.end_after_failed_start();
+                let reason = format!("{reason} (worker process {}: {how})", process.id());
                 #[cfg(feature = "tracing")]
                 super::events::worker_start_failed(&reason);
                 (Cause::new(reason), true)

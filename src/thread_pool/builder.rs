@@ -114,8 +114,10 @@ impl ThreadPoolBuilder {
         self
     }
 
-    /// Worker threads are named `{prefix}_{n}`, `n` counting from 0. A
-    /// prefix with a NUL byte is an error at `build`.
+    /// Worker threads are named `{prefix}_{n}`, `n` counting from 0. An
+    /// empty prefix counts as none, as in Python (the default is
+    /// `ThreadPoolExecutor-{pool}`); one with a NUL byte is an error at
+    /// `build`.
     ///
     /// # Examples
     ///
@@ -232,7 +234,8 @@ impl ThreadPoolBuilder {
         };
         crate::panic::install_hook();
         static POOLS: AtomicUsize = AtomicUsize::new(0);
-        let prefix = self.thread_name_prefix.unwrap_or_else(|| {
+        let prefix = self.thread_name_prefix.filter(|p| !p.is_empty());
+        let prefix = prefix.unwrap_or_else(|| {
             format!(
                 "ThreadPoolExecutor-{}",
                 POOLS.fetch_add(1, Ordering::Relaxed)

@@ -327,7 +327,15 @@ impl Shared {
 
     /// A worker's initializer failed: no task will run any more.
     pub(crate) fn mark_broken(&self, reason: String) {
-        let _ = self.broken.set(reason);
+        if self.broken.set(reason.clone()).is_ok() {
+            // Said once, as Python logs a failed initializer: a program that
+            // never looks at the futures' errors still learns why.
+            crate::trace::diag!(
+                error,
+                "concurrent_futures: thread pool {} is broken, its queued and later tasks fail: {reason}",
+                self.thread_name_prefix
+            );
+        }
         self.fail_queued();
         self.sleep.wake_all();
     }
