@@ -295,9 +295,14 @@ fn encode_answer(id: u64, results: &[u8], out: &mut Vec<u8>) -> Result<(), crate
         results: Bytes::new(results),
     };
     framing::encode_frame(&answer, out).or_else(|e| {
+        // The cause alone: the parent's error says "serialization failed".
+        let why = match e {
+            crate::Error::Serialization(cause) => cause.to_string(),
+            other => other.to_string(),
+        };
         let error = RemoteError::Serialization {
             what: "result too large".into(),
-            why: e.to_string(),
+            why,
         };
         let errors = serve::fail_each(results, &error);
         let answer = FromWorkerRef::Done {
