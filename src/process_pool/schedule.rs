@@ -141,7 +141,7 @@ impl Shared {
             st.next_worker += 1;
             let shared = Arc::clone(self);
             let spawned = thread::Builder::new()
-                .name(format!("process-pool-worker-{id}"))
+                .name(format!("process-pool-supervisor-{id}"))
                 .spawn(move || shared.supervise(id));
             match spawned {
                 Ok(handle) => {
