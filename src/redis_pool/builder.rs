@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::RedisExecutor;
 use super::shared::{self, Config, Shared};
 
-use super::layout::redact;
+use super::layout::{redact, valid_queue};
 use crate::Error;
 use crate::error::Cause;
 
@@ -215,13 +215,18 @@ impl RedisBuilder {
         let Some(url) = self.url else {
             return invalid("a Redis executor needs a url (redis://host:port/)");
         };
-        if self.queue.is_empty()
-            || !self
-                .queue
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-        {
+        if !valid_queue(&self.queue) {
             return invalid("the queue name must be letters, digits, '-', '_' or '.'");
+        }
+        // A URL that cannot name a server is a wrong setting, not a server
+        // away (a worker's target pasted here names its queue as the
+        // database).
+        if let Err(e) = redis::IntoConnectionInfo::into_connection_info(url.as_str()) {
+            return Err(Error::InvalidArgument(format!(
+                "{} is not a Redis server's URL ({e}): redis://[user:password@]host:port[/db], \
+                 the queue is set apart with .queue(...)",
+                redact(&url)
+            )));
         }
         if self.max_deliveries == 0 {
             return invalid("max_deliveries must be at least 1");
@@ -250,5 +255,36 @@ impl RedisBuilder {
             shared,
             thread: Some(thread),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn built(url: &str) -> Result<RedisExecutor, Error> {
+        RedisExecutor::builder().url(url).queue("q").build()
+    }
+
+    #[test]
+    fn a_url_that_names_no_server_is_an_invalid_argument() {
+        for url in [
+            "not a url",
+            "redis://127.0.0.1:1/jobs",
+            "redis://:s3cret@127.0.0.1:1/jobs",
+        ] {
+            match built(url) {
+                Err(Error::InvalidArgument(why)) => {
+                    assert!(why.contains(".queue("), "{why}");
+                    assert!(!why.contains("s3cret"), "{why}");
+                }
+                other => panic!("{url}: expected InvalidArgument, got {other:?}"),
+            }
+        }
+        // A well-formed URL with nobody listening is the server away.
+        assert!(matches!(
+            built("redis://127.0.0.1:1/"),
+            Err(Error::Unavailable(_))
+        ));
     }
 }

@@ -192,22 +192,39 @@ pub(super) struct Target {
     pub(super) options: String,
 }
 
+/// Whether `name` can name a queue: letters, digits, `-`, `_` and `.`
+/// (the same rule for the executor and its workers).
+pub(super) fn valid_queue(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+}
+
+/// Splits a worker target; its errors show the target without its
+/// password.
 pub(super) fn parse_target(text: &str) -> Result<Target, String> {
+    let shown = redact(text);
     let (main, options) = text.split_once('?').unwrap_or((text, ""));
     let (scheme, rest) = main
         .split_once("://")
-        .ok_or_else(|| format!("{text:?} is not a redis:// URL"))?;
+        .ok_or_else(|| format!("{shown:?} is not a redis:// URL"))?;
     let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
     let mut segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let queue = segments
         .pop()
-        .ok_or_else(|| format!("{text:?} names no queue: add it as the last path segment"))?;
+        .ok_or_else(|| format!("{shown:?} names no queue: add it as the last path segment"))?;
+    if !valid_queue(queue) {
+        return Err(format!(
+            "{shown:?}: the queue name {queue:?} must be letters, digits, '-', '_' or '.'"
+        ));
+    }
     let url = match segments.as_slice() {
         [] => format!("{scheme}://{authority}/"),
         [db] => format!("{scheme}://{authority}/{db}"),
         _ => {
             return Err(format!(
-                "{text:?}: expected /queue or /db/queue after the host"
+                "{shown:?}: expected /queue or /db/queue after the host"
             ));
         }
     };
@@ -243,6 +260,16 @@ mod tests {
         assert_eq!(t.options, "concurrency=4");
         assert!(parse_target("redis://h:1/").is_err());
         assert!(parse_target("h:1/q").is_err());
+        assert!(parse_target("redis://h:1/bad queue").is_err());
+        // Errors never show the password.
+        for bad in [
+            "redis://:s3cret@h:1/",
+            "redis://u:s3cret@h:1/0/1/q",
+            "redis://:s3cret@h:1/bad%20queue!",
+        ] {
+            let e = parse_target(bad).unwrap_err();
+            assert!(!e.contains("s3cret") && e.contains("***"), "{e}");
+        }
         assert_eq!(redact("redis://u:secret@h:1/"), "redis://u:***@h:1/");
     }
 
