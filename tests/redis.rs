@@ -769,6 +769,86 @@ fn cancel() {
     assert_drained(&mut conn, "cancel");
 }
 
+/// A task that outlives its executor's `result_ttl` (here the smallest, a
+/// second) keeps its job state, which the worker's heartbeat refreshes: it
+/// stays running and uncancellable, its executor does not take it for
+/// lost, and an at-most-once task whose worker is killed then fails rather
+/// than running again. (Before: it failed as "lost" after a second; with a
+/// longer TTL, it could be cancelled while running and ran twice.)
+fn outlive() {
+    let server = Server::start();
+    let url = server.url();
+    let mut conn = server.conn();
+    let _a = server.worker("outlive", "concurrency=1&heartbeat=0.1");
+    let pool = RedisExecutor::builder()
+        .url(&url)
+        .queue("outlive")
+        .at_most_once()
+        .result_ttl(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    // Sleeps below are the point: the TTL must run out while tasks run.
+    let long = pool
+        .submit(
+            announce_then_work,
+            (url.clone(), "started".to_string(), 6_000),
+        )
+        .unwrap();
+    started(&mut conn, "started");
+    std::thread::sleep(Duration::from_millis(1_800));
+    assert!(long.running(), "running past the TTL");
+    assert!(!long.cancel(), "a running task cannot be cancelled");
+    assert!(long.result_timeout(WAIT).is_ok(), "{:?}", long.result());
+
+    // Killed past its TTL: an at-most-once task fails, and runs once.
+    let _b = server.worker("outlive", "concurrency=1&heartbeat=0.1");
+    let doomed = pool
+        .submit(
+            announce_then_work,
+            (url.clone(), "started".to_string(), 6_000),
+        )
+        .unwrap();
+    let pid = started(&mut conn, "started");
+    std::thread::sleep(Duration::from_millis(1_800));
+    kill_pid(pid, "KILL");
+    match doomed.result_timeout(WAIT) {
+        Err(Error::WorkerDied { .. }) => {}
+        other => panic!("expected WorkerDied, got {other:?}"),
+    }
+    let again: usize = conn.llen("started").unwrap();
+    assert_eq!(again, 0, "an at-most-once task ran again");
+}
+
+/// A cancel while the server is away cannot tell whether a worker started
+/// the task: it fails, and the task stays pending (not running), to be
+/// cancelled once the server is back. (Before: it was marked running for
+/// good.)
+fn outage_cancel() {
+    let mut server = Server::start();
+    let url = server.url();
+    let pool = RedisExecutor::builder()
+        .url(&url)
+        .queue("outage")
+        .server_timeout(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    // No worker: the task stays queued.
+    let queued = pool.submit(mark, (url.clone(), "ran".to_string())).unwrap();
+    server.kill();
+    assert!(!queued.cancel(), "nobody can say it did not start");
+    assert!(!queued.running(), "not marked running");
+    assert!(!queued.done());
+    server.restart();
+    // Back without the task (no persistence): it fails as lost, or a
+    // cancel now wins; either way it ends.
+    let _ = queued.cancel();
+    match queued.result_timeout(WAIT) {
+        Err(Error::Cancelled) => {}
+        Err(Error::Unavailable(why)) => assert!(why.contains("lost"), "{why}"),
+        other => panic!("expected Cancelled or Unavailable, got {other:?}"),
+    }
+}
+
 fn sigterm() {
     let server = Server::start();
     let url = server.url();
@@ -814,7 +894,7 @@ fn main() {
         }
         std::process::exit(1);
     });
-    let scenarios: [(&str, fn()); 9] = [
+    let scenarios: [(&str, fn()); 11] = [
         ("basic", basic),
         ("cancel", cancel),
         ("garbage", garbage),
@@ -823,6 +903,8 @@ fn main() {
         ("sigterm", sigterm),
         ("kill9", kill9),
         ("restart", restart),
+        ("outlive", outlive),
+        ("outage_cancel", outage_cancel),
         ("many", many),
     ];
     let mut failed = Vec::new();

@@ -112,8 +112,10 @@ pub(crate) trait HasHeader: Send + Sync {
 /// The executor's record of whether a pending task has begun, for tasks
 /// that were handed to a worker ahead of time (see the module docs).
 pub(crate) trait StartGate: Send {
-    /// Makes sure the task never begins; false if it has begun already.
-    /// Exactly one of this and the worker's start succeeds.
+    /// Makes sure the task never begins; false if it has begun already, or
+    /// if the gate cannot tell now (then [`started`](Self::started) is
+    /// false too, and the task stays pending). Exactly one of this and the
+    /// worker's start succeeds.
     fn try_cancel(&self) -> bool;
     /// True once the task has begun.
     fn started(&self) -> bool;
@@ -425,9 +427,21 @@ impl Header {
     fn cancel_gated(&self) -> bool {
         let mut waiters = lock(&self.waiters);
         let gate = waiters.lists.as_mut().and_then(|l| l.gate.take());
-        if gate.is_none_or(|g| g.try_cancel()) {
+        let Some(gate) = gate.filter(|g| !g.try_cancel()) else {
             self.settle(waiters, CANCELLED).deliver(self);
             return true;
+        };
+        if !gate.started() {
+            // The gate could not tell (a Redis server away): the task is
+            // still pending, gated, and may be cancelled later. The claim
+            // is given back; a completer waiting on it goes on.
+            if let Some(lists) = waiters.lists.as_mut() {
+                lists.gate = Some(gate);
+            }
+            let w = self.word.load(Ordering::Acquire);
+            self.word.store(w & !COMPLETING, Ordering::Release);
+            drop(waiters);
+            return false;
         }
         // The task began first: it is running, and stays cancellable only
         // by `abort`. Nobody else writes the word while we hold the claim
@@ -781,6 +795,52 @@ mod loom_gate {
                 assert!(cancelled, "an ungated job is withheld only once cancelled");
             }
             assert!(cancelled, "nothing had started: cancel wins either way");
+        });
+    }
+
+    /// A gate that cannot tell the first time it is asked (a Redis server
+    /// away), then answers.
+    struct Away(Arc<AtomicU64>);
+
+    impl StartGate for Away {
+        fn try_cancel(&self) -> bool {
+            self.0.fetch_add(1, Ordering::AcqRel) > 0
+        }
+        fn started(&self) -> bool {
+            false
+        }
+    }
+
+    #[test]
+    fn a_cancel_the_gate_cannot_answer_leaves_the_task_pending_and_completable() {
+        model(|| {
+            let header = Arc::new(Header::new());
+            let asked = Arc::new(AtomicU64::new(0));
+            assert!(header.set_gate(Box::new(Away(Arc::clone(&asked))), None));
+            // The task's answer arrives while a cancel asks the gate.
+            let completer = {
+                let header = Arc::clone(&header);
+                loom::thread::spawn(move || header.finish(false, || {}).map(drop).is_ok())
+            };
+            let first = header.cancel();
+            let finished = completer.join().unwrap();
+            assert!(!first, "the gate could not tell: not cancelled");
+            assert!(finished, "the claim was given back: the answer lands");
+            assert_eq!(header.state(), FINISHED);
+            assert!(!header.cancel(), "finished stays finished");
+        });
+    }
+
+    #[test]
+    fn a_cancel_the_gate_cannot_answer_can_be_made_again() {
+        model(|| {
+            let header = Arc::new(Header::new());
+            let asked = Arc::new(AtomicU64::new(0));
+            assert!(header.set_gate(Box::new(Away(Arc::clone(&asked))), None));
+            assert!(!header.cancel());
+            assert_eq!(header.state(), PENDING, "still pending, not running");
+            assert!(header.cancel(), "the gate answers now");
+            assert_eq!(header.state(), super::CANCELLED);
         });
     }
 }

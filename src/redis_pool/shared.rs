@@ -37,7 +37,10 @@ use crate::remote::tasks::build_identity;
 
 /// How long the result thread blocks for a reply before it looks around.
 const POLL: Duration = Duration::from_millis(100);
-/// How often the result thread refreshes the client's key.
+/// How often the result thread refreshes the client's key, at most: a
+/// quarter of its TTL when that is shorter (the key set with the smallest
+/// `result_ttl`, a second, expired between two refreshes a second apart,
+/// and healthy tasks failed as lost).
 const REFRESH: Duration = Duration::from_secs(1);
 /// Replies taken at once after the first.
 const BATCH: usize = 512;
@@ -358,6 +361,7 @@ pub(super) fn result_thread(shared: Arc<Shared>) {
     let mut conn: Option<Connection> = None;
     let mut down_since: Option<Instant> = None;
     let mut refreshed = Instant::now();
+    let refresh = REFRESH.min(shared.config.result_ttl / 4);
     let mut backoff = Duration::from_millis(10);
     loop {
         if shared.stopping.load(Ordering::Acquire) && shared.lock().pending.is_empty() {
@@ -385,7 +389,7 @@ pub(super) fn result_thread(shared: Arc<Shared>) {
                 }
             },
         };
-        if down_since.is_some() || refreshed.elapsed() >= REFRESH {
+        if down_since.is_some() || refreshed.elapsed() >= refresh {
             // Still there, with our keys? A server that restarted without
             // persistence forgot every job in flight.
             let kept = redis::cmd("SET")

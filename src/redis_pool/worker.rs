@@ -368,6 +368,7 @@ pub fn serve(url: &str, queue: &str, options: &WorkerOptions) -> Result<(), Erro
         held: (0..options.concurrency)
             .map(|_| Mutex::new(Vec::new()))
             .collect(),
+        running: (0..options.concurrency).map(|_| Mutex::new(None)).collect(),
         options: options.clone(),
         pool,
         runners_done: AtomicBool::new(false),
@@ -450,6 +451,12 @@ struct Worker {
     consumers: Vec<String>,
     /// The entry ids each runner holds (read, not yet answered).
     held: Vec<Mutex<Vec<String>>>,
+    /// The state key and TTL (ms) of the job each runner runs: the
+    /// heartbeat keeps the key alive while the task runs, however long.
+    /// (START set it for the TTL alone: a task that outlived it lost its
+    /// deliveries and its started mark, so that an at-most-once task ran
+    /// again after its worker died, and a running one could be cancelled.)
+    running: Vec<Mutex<Option<(String, u64)>>>,
     options: WorkerOptions,
     pool: Option<ProcessPoolExecutor>,
     runners_done: AtomicBool,
@@ -475,6 +482,13 @@ impl Worker {
 
     fn hold(&self, runner: usize) -> std::sync::MutexGuard<'_, Vec<String>> {
         self.held[runner].lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sets (or clears) the job runner `runner` runs.
+    fn set_running(&self, runner: usize, job: Option<(String, u64)>) {
+        *self.running[runner]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = job;
     }
 
     /// Opens a connection, with backoff while the server is away; `None`
@@ -565,7 +579,7 @@ impl Worker {
                 }
                 continue;
             };
-            let handled = self.handle(c, consumer, &entry, &mut results);
+            let handled = self.handle(c, runner, &entry, &mut results);
             self.hold(runner).retain(|id| *id != entry.id);
             if let Err(e) = handled {
                 // The entry stays pending and unheld: once idle long
@@ -663,11 +677,11 @@ impl Worker {
     fn handle(
         &self,
         c: &mut Connection,
-        consumer: &str,
+        runner: usize,
         entry: &Entry,
         results: &mut Vec<u8>,
     ) -> redis::RedisResult<()> {
-        let verdict = self.judge(c, consumer, entry, results)?;
+        let verdict = self.judge(c, runner, entry, results)?;
         let mut pipe = redis::pipe();
         pipe.atomic();
         match &verdict {
@@ -704,10 +718,11 @@ impl Worker {
     fn judge<'e>(
         &self,
         c: &mut Connection,
-        consumer: &str,
+        runner: usize,
         entry: &'e Entry,
         results: &mut Vec<u8>,
     ) -> redis::RedisResult<Verdict<'e>> {
+        let consumer = &self.consumers[runner];
         let client = entry.text(layout::F_CLIENT).filter(|c| is_client_id(c));
         let job = entry
             .text(layout::F_JOB)
@@ -796,7 +811,8 @@ impl Worker {
             .arg(&state)
             .arg(&self.keys.tasks)
             .arg(consumer)
-            .arg(ttl)
+            // Until the first heartbeat refreshes it (see `running`).
+            .arg(ttl.max(2 * self.reclaim_idle().as_millis() as u64))
             .arg(max_deliveries)
             .arg(&entry.id)
             .query(c)?;
@@ -823,6 +839,7 @@ impl Worker {
             // Cancelled, or answered by another worker.
             _ => return Ok(Verdict::Drop),
         }
+        self.set_running(runner, Some((state.clone(), ttl)));
         results.clear();
         let reply = match &self.pool {
             Some(pool) if tasks::lookup(task).is_some() => {
@@ -863,6 +880,7 @@ impl Worker {
                 }
             }
         };
+        self.set_running(runner, None);
         Ok(Verdict::Reply {
             client,
             ttl,
@@ -950,6 +968,16 @@ impl Worker {
             .arg("PX")
             .arg(self.reclaim_idle().as_millis() as u64)
             .ignore();
+        // A running job's state outlives its TTL while this worker lives,
+        // and the time it takes to reclaim its entry after it dies (its
+        // deliveries count then).
+        let floor = 2 * self.reclaim_idle().as_millis() as u64;
+        for slot in &self.running {
+            let job = slot.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            if let Some((state, ttl)) = job {
+                pipe.cmd("PEXPIRE").arg(state).arg(ttl.max(floor)).ignore();
+            }
+        }
         for (runner, consumer) in self.consumers.iter().enumerate() {
             let held = self.hold(runner).clone();
             if held.is_empty() {
