@@ -761,7 +761,7 @@ impl Worker {
             .and_then(|v| v.parse::<u32>().ok());
         if version != Some(PROTOCOL_VERSION) {
             return Ok(fail(
-                RemoteError::Unavailable(format!(
+                RemoteError::Incompatible(format!(
                     "{} speaks protocol version {PROTOCOL_VERSION}, the task was queued in \
                      {version:?} (another release of concurrent-futures)",
                     self.me
@@ -774,7 +774,7 @@ impl Worker {
             .and_then(|b| b.parse::<u64>().ok());
         if build != Some(build_identity()) {
             return Ok(fail(
-                RemoteError::Unavailable(format!(
+                RemoteError::Incompatible(format!(
                     "{} runs another build of the program (build identity differs): start \
                      every worker from the same executable as the client",
                     self.me

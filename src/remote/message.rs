@@ -34,7 +34,8 @@ use crate::{Error, WorkerId};
 /// identity. 4: [`RemoteError`] gains `WorkerDied` and `Unavailable` (an
 /// MPI rank that runs its tasks in a child process reports its death).
 /// 5: records hold task values in the [`codec`](super::codec), not
-/// postcard, after a length of one byte (five from 255 bytes on).
+/// postcard, after a length of one byte (five from 255 bytes on);
+/// [`RemoteError`] gains `Incompatible`.
 pub const PROTOCOL_VERSION: u32 = 5;
 
 /// The largest message body accepted, in bytes (1 GiB).
@@ -203,6 +204,9 @@ pub enum RemoteError {
     },
     /// The worker could not start a process to run the task in.
     Unavailable(String),
+    /// The worker cannot run tasks queued by this client: another protocol
+    /// version or another build of the program.
+    Incompatible(String),
 }
 
 #[cfg(any(feature = "mpi", feature = "redis"))]
@@ -274,6 +278,7 @@ impl From<RemoteError> for Error {
             },
             RemoteError::WorkerDied { worker, cause } => Error::WorkerDied { worker, cause },
             RemoteError::Unavailable(reason) => Error::SpawnFailed(reason.into()),
+            RemoteError::Incompatible(reason) => Error::Protocol(reason),
         }
     }
 }
@@ -522,6 +527,16 @@ mod tests {
                 let _ = super::super::codec::from_bytes::<RemoteError>(record);
             }
         }
+    }
+
+    /// A worker that cannot run a client's tasks (another build or
+    /// protocol) is a protocol error, not a failure to start a worker.
+    #[test]
+    fn an_incompatible_worker_is_a_protocol_error() {
+        let e = Error::from(RemoteError::Incompatible("another build".into()));
+        assert_eq!(e, Error::Protocol("another build".into()));
+        let e = Error::from(RemoteError::Unavailable("no fork".into()));
+        assert!(matches!(e, Error::SpawnFailed(_)), "{e:?}");
     }
 
     /// Appends `bytes` as one record.
