@@ -144,6 +144,16 @@ fn mark(url: String, key: String) {
 }
 
 #[task]
+fn text_of(n: usize) -> String {
+    "x".repeat(n)
+}
+
+#[task]
+fn length(text: String) -> usize {
+    text.len()
+}
+
+#[task]
 fn hang() {
     loop {
         std::thread::sleep(Duration::from_millis(50));
@@ -849,6 +859,36 @@ fn outage_cancel() {
     }
 }
 
+/// Values over what Redis takes (512 MiB by default) are errors that say
+/// so: an argument before it is sent, a result in the worker (before: the
+/// connection was reset, the task ran three times and failed as if its
+/// worker had died).
+fn oversize() {
+    let server = Server::start();
+    let _w = server.worker("oversize", "concurrency=1");
+    let pool = server.executor("oversize");
+    let over = (512 << 20) + 1;
+    match pool.submit(length, "x".repeat(over)) {
+        Err(Error::Serialization(why)) => {
+            assert!(why.to_string().contains("proto-max-bulk-len"), "{why}")
+        }
+        other => panic!("expected a serialization error, got {other:?}"),
+    }
+    let big = pool.submit(text_of, over).unwrap();
+    match big.result_timeout(WAIT) {
+        Err(Error::Serialization(why)) => {
+            assert!(why.to_string().contains("result too large"), "{why}")
+        }
+        other => panic!(
+            "expected a serialization error, got {:?}",
+            other.map(String::len)
+        ),
+    }
+    // 100 MiB both ways still work.
+    let f = pool.submit(length, "y".repeat(100 << 20)).unwrap();
+    assert_eq!(f.result_timeout(WAIT), Ok(&(100 << 20)));
+}
+
 fn sigterm() {
     let server = Server::start();
     let url = server.url();
@@ -894,7 +934,7 @@ fn main() {
         }
         std::process::exit(1);
     });
-    let scenarios: [(&str, fn()); 11] = [
+    let scenarios: [(&str, fn()); 12] = [
         ("basic", basic),
         ("cancel", cancel),
         ("garbage", garbage),
@@ -905,6 +945,7 @@ fn main() {
         ("restart", restart),
         ("outlive", outlive),
         ("outage_cancel", outage_cancel),
+        ("oversize", oversize),
         ("many", many),
     ];
     let mut failed = Vec::new();

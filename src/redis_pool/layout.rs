@@ -28,6 +28,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::remote::message::{self, PROTOCOL_VERSION, RemoteError};
 
+/// The largest value Redis takes by default (`proto-max-bulk-len`, 512
+/// MiB): a task entry's body or an answer over it would be refused with
+/// the connection reset, so it is an error here first.
+pub(super) const MAX_VALUE: usize = 512 << 20;
+
 /// The consumer group of every queue's task stream.
 pub(super) const GROUP: &str = "workers";
 

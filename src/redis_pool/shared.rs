@@ -115,6 +115,17 @@ impl Dispatch for Arc<Shared> {
         };
         message::append(&run, &mut body)
             .map_err(|e| Error::Serialization(format!("the job failed to encode: {e}").into()))?;
+        if body.len() > layout::MAX_VALUE {
+            return Err(Error::Serialization(
+                format!(
+                    "a job of {} bytes exceeds Redis's limit of {} bytes for a value \
+                     (proto-max-bulk-len)",
+                    body.len(),
+                    layout::MAX_VALUE
+                )
+                .into(),
+            ));
+        }
         let gate = Gate {
             shared: Arc::downgrade(self),
             id,

@@ -881,6 +881,23 @@ impl Worker {
             }
         };
         self.set_running(runner, None);
+        let reply = match reply.len() > layout::MAX_VALUE {
+            false => reply,
+            // Redis would reset the connection, and the task run again.
+            true => Reply::Failed {
+                id: job,
+                error: RemoteError::Serialization {
+                    what: "result too large".into(),
+                    why: format!(
+                        "an answer of {} bytes exceeds Redis's limit of {} bytes for a value \
+                         (proto-max-bulk-len)",
+                        reply.len(),
+                        layout::MAX_VALUE
+                    ),
+                },
+            }
+            .encode(),
+        };
         Ok(Verdict::Reply {
             client,
             ttl,
