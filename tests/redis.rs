@@ -578,7 +578,11 @@ fn restart() {
     started(&mut conn, "started");
     drop(conn);
     server.kill();
+    // Away long enough that the result thread backs off, so that a submit
+    // reaches the new server before that thread finds the loss.
+    std::thread::sleep(Duration::from_millis(1_500));
     server.restart();
+    let after = pool.submit(square, 12).unwrap();
     let start = Instant::now();
     let (mut ok, mut lost) = (0, 0);
     for job in &jobs {
@@ -594,6 +598,8 @@ fn restart() {
     assert_eq!(ok + lost, 20);
     assert!(lost > 0, "the restart lost nothing?");
     assert!(start.elapsed() < WAIT);
+    // Sent to the new server: it runs, and is not failed as lost.
+    assert_eq!(after.result_timeout(WAIT), Ok(&144));
     // Workers and client carry on with the new server.
     assert_eq!(
         pool.submit(square, 9).unwrap().result_timeout(WAIT),

@@ -73,6 +73,10 @@ pub(super) struct Shared {
 
 struct State {
     pending: HashMap<u64, Box<dyn Sink>>,
+    /// The stream entry of each pending job the server took: how a server
+    /// that came back without this client's key tells the jobs it lost
+    /// from those sent to it since.
+    entries: HashMap<u64, String>,
     shutdown: bool,
 }
 
@@ -162,13 +166,21 @@ impl Dispatch for Arc<Shared> {
         // queued twice, runs twice and its future takes the first reply.
         // Not for at-most-once jobs.
         let retry = self.config.max_deliveries > 1;
-        if let Err(e) = self.control(retry, |c| entry.query::<Value>(c)) {
-            let sink = self.lock().pending.remove(&id);
-            self.finished();
-            drop(sink);
-            return Err(e);
+        match self.control(retry, |c| entry.query::<String>(c)) {
+            Ok(entry) => {
+                let mut st = self.lock();
+                if st.pending.contains_key(&id) {
+                    st.entries.insert(id, entry);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                let sink = self.lock().pending.remove(&id);
+                self.finished();
+                drop(sink);
+                Err(e)
+            }
         }
-        Ok(())
     }
 }
 
@@ -196,6 +208,7 @@ impl Shared {
             control: Mutex::new(Some(conn)),
             state: Mutex::new(State {
                 pending: HashMap::new(),
+                entries: HashMap::new(),
                 shutdown: false,
             }),
             all_done: Condvar::new(),
@@ -311,7 +324,11 @@ impl Shared {
 
     /// Completes job `id` with `outcome` (on the result thread).
     fn settle(&self, id: u64, complete: impl FnOnce(Box<dyn Sink>)) {
-        let sink = self.lock().pending.remove(&id);
+        let sink = {
+            let mut st = self.lock();
+            st.entries.remove(&id);
+            st.pending.remove(&id)
+        };
         if let Some(sink) = sink {
             complete(sink);
             self.finished();
@@ -320,11 +337,77 @@ impl Shared {
 
     /// Fails every job in flight (the server lost them, or is gone).
     fn fail_all(&self, error: Error) {
-        let sinks: Vec<Box<dyn Sink>> = self.lock().pending.drain().map(|(_, s)| s).collect();
+        let sinks: Vec<Box<dyn Sink>> = {
+            let mut st = self.lock();
+            st.entries.clear();
+            st.pending.drain().map(|(_, s)| s).collect()
+        };
         for sink in sinks {
             self.callbacks.run(sink.fail(error.clone()));
         }
         self.finished();
+    }
+
+    /// The server came back without this client's key: it lost what it
+    /// held. Fails the jobs it does not know (neither their entry nor their
+    /// state is there), after taking the answers given before the check;
+    /// jobs sent to it since it came back go on. (Failing every job in
+    /// flight failed as lost a job that the new server then ran.)
+    fn fail_lost(&self, c: &mut Connection) -> redis::RedisResult<()> {
+        let jobs: Vec<(u64, String)> = {
+            let st = self.lock();
+            // A job with no entry yet is being sent: its XADD's reply
+            // says where it went.
+            st.entries.iter().map(|(id, e)| (*id, e.clone())).collect()
+        };
+        let mut pipe = redis::pipe();
+        for (id, entry) in &jobs {
+            pipe.cmd("EXISTS").arg(self.keys.job(&self.client, *id));
+            pipe.cmd("XRANGE")
+                .arg(&self.keys.tasks)
+                .arg(entry)
+                .arg(entry);
+        }
+        let found: Vec<Value> = if jobs.is_empty() {
+            Vec::new()
+        } else {
+            pipe.query(c)?
+        };
+        let unknown: Vec<u64> = jobs
+            .iter()
+            .zip(found.chunks(2))
+            .filter(|(_, f)| {
+                let state = matches!(f[0], Value::Int(n) if n > 0);
+                let entry = conn::array(&f[1]).is_some_and(|a| !a.is_empty());
+                !state && !entry
+            })
+            .map(|((id, _), _)| *id)
+            .collect();
+        // A job answered before the check has its reply waiting.
+        loop {
+            let rest = redis::cmd("LPOP")
+                .arg(&self.results_key)
+                .arg(BATCH)
+                .query::<Value>(c)?;
+            let replies = conn::array(&rest).unwrap_or(&[]);
+            if replies.is_empty() {
+                break;
+            }
+            for reply in replies {
+                if let Some(bytes) = conn::bytes(reply) {
+                    self.handle(bytes);
+                }
+            }
+        }
+        let lost = Error::Unavailable(Cause::new(
+            "the Redis server lost this executor's tasks (it restarted without persistence, \
+             or its keys were evicted); this task was unknown to it"
+                .to_string(),
+        ));
+        for id in unknown {
+            self.settle(id, |sink| self.callbacks.run(sink.fail(lost.clone())));
+        }
+        Ok(())
     }
 
     fn handle(&self, bytes: &[u8]) {
@@ -412,6 +495,13 @@ pub(super) fn result_thread(shared: Arc<Shared>) {
                 .query::<Value>(c);
             match kept {
                 Ok(Value::Nil) => {
+                    // Checked before the key is set again: if the check
+                    // breaks off, the next pass finds the key missing still.
+                    if shared.fail_lost(c).is_err() {
+                        conn = None;
+                        down_since.get_or_insert_with(Instant::now);
+                        continue;
+                    }
                     let _ = redis::cmd("SET")
                         .arg(shared.keys.client(&shared.client))
                         .arg(1)
@@ -419,12 +509,6 @@ pub(super) fn result_thread(shared: Arc<Shared>) {
                         .arg(shared.config.result_ttl.as_millis() as u64)
                         .query::<Value>(c);
                     let _ = conn::ensure_group(c, &shared.keys.tasks);
-                    shared.fail_all(Error::Unavailable(Cause::new(
-                        "the Redis server lost this executor's tasks (it restarted without \
-                         persistence, or its keys were evicted); the tasks in flight are \
-                         unknown to it"
-                            .to_string(),
-                    )));
                 }
                 Ok(_) => {}
                 Err(_) => {
