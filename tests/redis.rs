@@ -895,6 +895,45 @@ fn oversize() {
     assert_eq!(f.result_timeout(WAIT), Ok(&(100 << 20)));
 }
 
+/// A server that hangs (stopped: it accepts connections and never
+/// answers) fails the tasks in flight in about `server_timeout`, with an
+/// error that says it did not answer. (Before: each connection attempt
+/// waited five seconds, and a 2 s `server_timeout` took 15 s.)
+fn hung() {
+    let server = Server::start();
+    let url = server.url();
+    let _w = server.worker("hung", "concurrency=1");
+    let pool = RedisExecutor::builder()
+        .url(&url)
+        .queue("hung")
+        .server_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let mut conn = server.conn();
+    let inflight = pool
+        .submit(
+            announce_then_work,
+            (url.clone(), "started".to_string(), 60_000),
+        )
+        .unwrap();
+    started(&mut conn, "started");
+    let pid = server.child.as_ref().unwrap().pid();
+    kill_pid(pid, "STOP");
+    let start = Instant::now();
+    let outcome = inflight.result_timeout(WAIT).map(drop);
+    let took = start.elapsed();
+    kill_pid(pid, "CONT");
+    match outcome {
+        Err(Error::Unavailable(why)) => {
+            assert!(why.to_string().contains("in time"), "{why}")
+        }
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    // About server_timeout, not several five-second waits (generous: a
+    // loaded machine).
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+}
+
 fn sigterm() {
     let server = Server::start();
     let url = server.url();
@@ -940,7 +979,7 @@ fn main() {
         }
         std::process::exit(1);
     });
-    let scenarios: [(&str, fn()); 12] = [
+    let scenarios: [(&str, fn()); 13] = [
         ("basic", basic),
         ("cancel", cancel),
         ("garbage", garbage),
@@ -952,6 +991,7 @@ fn main() {
         ("outlive", outlive),
         ("outage_cancel", outage_cancel),
         ("oversize", oversize),
+        ("hung", hung),
         ("many", many),
     ];
     let mut failed = Vec::new();

@@ -55,6 +55,16 @@ pub(super) struct Config {
     pub(super) server_timeout: Duration,
 }
 
+impl Config {
+    /// The bound on connecting and on each reply: [`conn::IO_TIMEOUT`], or
+    /// less with a shorter `server_timeout` (a third of it, at least three
+    /// result polls), so that a hung server is given up on in about that
+    /// time.
+    pub(super) fn io_bound(&self) -> Duration {
+        conn::IO_TIMEOUT.min(self.server_timeout / 3).max(POLL * 3)
+    }
+}
+
 pub(super) struct Shared {
     pub(super) config: Config,
     keys: Keys,
@@ -188,7 +198,7 @@ impl Shared {
     /// Connects, checks the credentials and the server, and announces the
     /// client (see [`super::RedisBuilder::build`]).
     pub(super) fn connect(config: Config) -> Result<Shared, Error> {
-        let mut conn = conn::open(&config.url)?;
+        let mut conn = conn::open_within(&config.url, config.io_bound())?;
         let keys = Keys::new(&config.queue);
         let client = random_id();
         conn::ensure_group(&mut conn, &keys.tasks)
@@ -237,7 +247,7 @@ impl Shared {
         loop {
             attempts -= 1;
             if slot.is_none() {
-                *slot = Some(conn::open(&self.config.url)?);
+                *slot = Some(conn::open_within(&self.config.url, self.config.io_bound())?);
             }
             let conn = slot.as_mut().expect("opened just above");
             match command(conn) {
@@ -463,7 +473,7 @@ pub(super) fn result_thread(shared: Arc<Shared>) {
         }
         let c = match conn.as_mut() {
             Some(c) => c,
-            None => match conn::open(&shared.config.url) {
+            None => match conn::open_within(&shared.config.url, shared.config.io_bound()) {
                 Ok(c) => {
                     backoff = Duration::from_millis(10);
                     conn.insert(c)
