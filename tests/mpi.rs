@@ -117,6 +117,20 @@ fn rank() -> u32 {
 
 /// Work that takes `ms` milliseconds of CPU (a workload, not a wait).
 #[task]
+fn text_of(n: usize) -> String {
+    "x".repeat(n)
+}
+
+/// Why an executor cannot be made here (a worker rank).
+#[task]
+fn nested_executor() -> String {
+    MpiPoolExecutor::new()
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default()
+}
+
+#[task]
 fn spin_ms(ms: u64) -> u64 {
     let start = Instant::now();
     let mut n = 0u64;
@@ -287,6 +301,23 @@ fn basic() {
     let ranks: Vec<Option<u32>> = pool.workers().iter().map(|w| w.rank).collect();
     assert_eq!(ranks, [Some(1), Some(2)]);
     assert!(pool.workers().iter().all(|w| w.pid != std::process::id()));
+
+    // A task cannot make an executor on its worker rank, and is told so.
+    let why = pool
+        .submit(nested_executor, ())
+        .unwrap()
+        .into_result()
+        .unwrap();
+    assert!(why.contains("a worker rank"), "{why}");
+
+    // A result over the message limit fails its task, not its rank (which
+    // exited, and the job with it).
+    match pool.submit(text_of, (1 << 30) + 1).unwrap().into_result() {
+        Err(Error::Serialization(why)) => {
+            assert!(why.to_string().contains("result too large"), "{why}")
+        }
+        other => panic!("{:?}", other.map(|s| s.len())),
+    }
 
     // Values, the task's own errors, panics.
     assert_eq!(pool.submit(square, 7).unwrap().into_result(), Ok(49));

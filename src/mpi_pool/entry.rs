@@ -61,6 +61,10 @@ const RANK_VARIABLES: [&str; 4] = [
 /// Set once this process saw the opt-in as rank 0.
 static RANK_ZERO: AtomicBool = AtomicBool::new(false);
 
+/// Set once this process became a worker rank (whose opt-in variable is
+/// gone by then: its tasks' own processes must not see it).
+static WORKER_RANK: AtomicBool = AtomicBool::new(false);
+
 /// This process's rank according to its launcher's environment, if it was
 /// started by one.
 pub(super) fn launcher_rank() -> Option<u32> {
@@ -87,7 +91,7 @@ pub(super) fn not_launched() -> String {
     );
     match launcher_rank() {
         None => format!("this process was not started by an MPI launcher: {how}"),
-        Some(_) if !opted_in() => {
+        Some(_) if !opted_in() && !WORKER_RANK.load(Ordering::Acquire) => {
             format!("this MPI job did not opt in ({OPT_IN_ENV} is not set): {how}")
         }
         Some(rank) => format!(
@@ -121,6 +125,7 @@ pub(crate) fn divert() {
         }
         return;
     }
+    WORKER_RANK.store(true, Ordering::Release);
     crate::panic::install_hook_with_backtraces();
     let code = match serve(isolate) {
         Ok(()) => 0,
@@ -257,6 +262,19 @@ fn serve_on(world: &mpi::topology::SimpleCommunicator, isolate: bool) -> Result<
             } => {
                 if !serve::run(task, fingerprint, items, &mut results) {
                     return Err(format!("malformed items in job {id}"));
+                }
+                // Too large to send: an error per item, as in the process
+                // pool, rather than the rank's exit (and the job's end).
+                if results.len() > message::MAX_MESSAGE - 1024 {
+                    let error = message::RemoteError::Serialization {
+                        what: "result too large".into(),
+                        why: format!(
+                            "an answer of {} bytes exceeds the message limit of {} bytes",
+                            results.len(),
+                            message::MAX_MESSAGE
+                        ),
+                    };
+                    results = serve::fail_each(items, &error);
                 }
                 FromWorkerRef::Done {
                     id,

@@ -25,6 +25,8 @@
 //! * Every handshake is checked (protocol version, then build identity)
 //!   before any job is sent; a worker that is refused, or silent for
 //!   [`READY_TIMEOUT`], fails every build with a message naming its rank.
+//!   A rank that never initializes MPI (so that `MPI_Init` itself waits)
+//!   fails the build after as long, without naming it (MPI cannot).
 //! * At exit the workers are told to stop and MPI is finalized on this
 //!   thread, after the answers still due arrived (for at most
 //!   [`EXIT_TIMEOUT`]).
@@ -149,11 +151,24 @@ fn start() -> Result<MpiThread, Error> {
         .spawn(move || run(receiver, started))
         .map_err(|e| Error::SpawnFailed(Cause::with_source("cannot start the MPI thread", e)))?;
     // The thread answers within READY_TIMEOUT of initializing MPI (or
-    // dies, which drops the sender).
-    let (workers, isolated) = match start_result.recv() {
+    // dies, which drops the sender). MPI_Init itself waits for every rank
+    // to initialize MPI, without a bound of its own: the wait here is
+    // bounded too, and the thread is left where it blocks.
+    let (workers, isolated) = match start_result.recv_timeout(READY_TIMEOUT) {
         Ok(Ok((workers, isolated))) => (Ok(workers), isolated),
         Ok(Err(e)) => (Err(e), false),
-        Err(_) => {
+        Err(RecvTimeoutError::Timeout) => {
+            return Err(Error::SpawnFailed(
+                format!(
+                    "MPI did not start within {READY_TIMEOUT:?}: a rank of this MPI job never \
+                     initialized MPI, or never answered (is every rank this program, launched \
+                     with `mpirun -x {}=1`?)",
+                    entry::OPT_IN_ENV
+                )
+                .into(),
+            ));
+        }
+        Err(RecvTimeoutError::Disconnected) => {
             let _ = join.join();
             return Err(Error::SpawnFailed(
                 "the MPI thread ended while initializing MPI".into(),
