@@ -43,6 +43,9 @@
 //!   tasks, a `map_unordered` of 100,000 single items and a `map` of
 //!   100,000 in chunks of 100; every result arrives exactly once and
 //!   right, and every rank takes work.
+//! * `exit_running`: rank 0 returns from `main` while a worker rank runs a
+//!   task that never ends; the job ends after the exit timeout (MPI_Abort
+//!   with status 0) instead of waiting in `MPI_Finalize` for good.
 //! * `noexec`: rank 0 returns from `main` without making an executor; the
 //!   job ends cleanly and quickly (exit hook).
 //! * `abort`: a task aborts its worker rank; `mpirun` ends the job, which
@@ -233,6 +236,19 @@ fn scenario_main(scenario: &str) {
         "initializer" => initializer(),
         "cancel" => cancel(),
         "noexec" => {}
+        "exit_running" => {
+            // The program leaves a task that never ends on a worker rank.
+            let pool = MpiPoolExecutor::new().unwrap();
+            let spinning = pool.submit(spin_forever, ()).unwrap();
+            // Sent (and so running) within moments; bounded all the same.
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while !spinning.running() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            pool.shutdown(false, false);
+            std::mem::forget(spinning);
+            std::mem::forget(pool);
+        }
         "isolate" => isolate(),
         "timeout" => timeout(),
         "scale" => scale(),
@@ -989,6 +1005,22 @@ fn driver() {
         "noexec",
         &run,
         |r| passed("noexec")(r) && r.elapsed < Duration::from_secs(20),
+        &mut failures,
+    );
+
+    // Exiting while a task never ends: the job ends after the exit
+    // timeout (30 s), with the program's success, instead of waiting
+    // forever in MPI_Finalize.
+    let run = mpirun(&["-n", "3", exe, "exit_running"], true);
+    check(
+        "exit_running",
+        &run,
+        |r| {
+            r.status == Some(0)
+                && r.output.contains("PASS exit_running")
+                && r.output.contains("ending the MPI job")
+                && r.elapsed < Duration::from_secs(90)
+        },
         &mut failures,
     );
 

@@ -29,7 +29,8 @@
 //!   fails the build after as long, without naming it (MPI cannot).
 //! * At exit the workers are told to stop and MPI is finalized on this
 //!   thread, after the answers still due arrived (for at most
-//!   [`EXIT_TIMEOUT`]).
+//!   [`EXIT_TIMEOUT`]). If tasks still run then, the job ends with
+//!   `MPI_Abort` instead (finalizing would wait for them, maybe forever).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, TryRecvError};
@@ -374,7 +375,19 @@ fn run(commands: Receiver<Command>, started: Sender<Result<(Vec<WorkerId>, bool)
         next_id: 1,
     };
     let ack = this.serve(&commands);
-    this.stop();
+    let still_running = this.stop();
+    if still_running > 0 {
+        // MPI_Finalize would wait for ranks that still run a task, for
+        // good if it never ends: the job ends here instead, with the
+        // program's success (it is exiting; its tasks' futures said so).
+        crate::trace::diag!(
+            warn,
+            "concurrent_futures: the program exits while {still_running} task(s) still run on \
+             worker ranks after {EXIT_TIMEOUT:?}: ending the MPI job (MPI_Abort) rather than \
+             waiting for them"
+        );
+        this.world.abort(0);
+    }
     drop(this);
     drop(universe); // MPI_Finalize, on the thread that initialized MPI
     if let Some(ack) = ack {
@@ -810,7 +823,8 @@ impl Loop {
 
     /// At exit: what is still due fails, the workers are told to stop, and
     /// the answers still due are received (for at most [`EXIT_TIMEOUT`]).
-    fn stop(&mut self) {
+    /// Returns how many jobs were still running then.
+    fn stop(&mut self) -> usize {
         let deadline = Instant::now() + EXIT_TIMEOUT;
         for pool in &self.pools {
             pool.shared
@@ -832,6 +846,7 @@ impl Loop {
             backoff(&mut idle);
         }
         let ids: Vec<u64> = self.sent.keys().copied().collect();
+        let still_running = ids.len() + self.inits_out;
         for id in ids {
             self.done(
                 id,
@@ -840,6 +855,7 @@ impl Loop {
                 )),
             );
         }
+        still_running
     }
 
     /// At exit: answers complete their futures; nothing else matters.
