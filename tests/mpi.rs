@@ -686,6 +686,42 @@ fn abort_task() {
     for f in busy {
         assert!(outcome(f).unwrap() > 0);
     }
+
+    // Another executor with an initializer while both ranks run tasks
+    // that never end: it starts, the tasks can still be aborted, and its
+    // own tasks run in the new children. (Before: each rank waited for its
+    // old child at the initializer, deaf to aborts, for good.)
+    let spinning: Vec<_> = (0..2)
+        .map(|i| {
+            let path = self::marker(&format!("busy-{i}"));
+            let f = pool.submit(spin_marked, path.clone()).unwrap();
+            (f, path)
+        })
+        .collect();
+    for (_, path) in &spinning {
+        let start = Instant::now();
+        while !std::path::Path::new(path).exists() {
+            assert!(start.elapsed() < LIMIT, "a task never started");
+            std::thread::yield_now();
+        }
+        let _ = std::fs::remove_file(path);
+    }
+    let second = MpiPoolExecutor::builder()
+        .initializer(set_level, 7)
+        .build()
+        .unwrap();
+    for (f, _) in &spinning {
+        assert!(f.abort(), "abort stops a running task");
+        assert_eq!(f.result_timeout(LIMIT).err(), Some(Error::Cancelled));
+    }
+    assert_eq!(
+        second
+            .submit(current_level, ())
+            .unwrap()
+            .result_timeout(LIMIT)
+            .cloned(),
+        Ok(7)
+    );
 }
 
 /// 16 ranks (15 workers) on this machine: 20,000 tasks and a `map` of

@@ -15,7 +15,9 @@
 //! * a child that dies fails the job it ran (every item of a chunk) and is
 //!   replaced; the jobs queued behind it run in the new child;
 //! * an initializer runs on the rank itself (its outcome is the answer rank
-//!   0 checks) and then in every child before any later task;
+//!   0 checks) and then in every child before any later task; the child of
+//!   the earlier initializer finishes its jobs meanwhile, and its jobs can
+//!   still be aborted;
 //! * every MPI call is made by the rank's main thread, which polls both MPI
 //!   and the answers of its child (spinning, then yielding, then sleeping up
 //!   to a millisecond).
@@ -97,6 +99,8 @@ pub(super) fn serve(world: &SimpleCommunicator, me: &WorkerId) -> Result<(), Str
         root: world.process_at_rank(0),
         me,
         pool: local_pool(None)?,
+        generation: 0,
+        retired: Vec::new(),
         answers,
         answered,
         running: HashMap::new(),
@@ -104,16 +108,21 @@ pub(super) fn serve(world: &SimpleCommunicator, me: &WorkerId) -> Result<(), Str
         results: Vec::new(),
     };
     let served = rank.serve();
+    let pools = std::iter::once(&rank.pool).chain(rank.retired.iter().map(|(_, p)| p));
     if served.is_err() {
         // Exiting on an error (status 86): the child's tasks must not
         // hold the rank up.
-        rank.pool.shutdown(false, true);
-        rank.pool.kill_workers();
+        for pool in pools {
+            pool.shutdown(false, true);
+            pool.kill_workers();
+        }
         return served;
     }
-    // Let the jobs still in the child finish; rank 0 receives their
+    // Let the jobs still in the children finish; rank 0 receives their
     // answers while it exits.
-    rank.pool.shutdown(true, false);
+    for pool in pools {
+        pool.shutdown(true, false);
+    }
     rank.forward_answers()?;
     Ok(())
 }
@@ -172,12 +181,21 @@ struct Isolating<'a> {
     me: &'a WorkerId,
     /// The one-process pool the tasks run in.
     pool: ProcessPoolExecutor,
+    /// Which initializer `pool` runs: one more at each `Init`.
+    generation: u64,
+    /// Pools of earlier initializers whose child still runs jobs, by
+    /// generation: shut down (no new job), and dropped once their jobs are
+    /// answered. Waiting for them at the `Init` held the rank up, deaf to
+    /// aborts, for as long as their tasks ran (for good for one that never
+    /// ends).
+    retired: Vec<(u64, ProcessPoolExecutor)>,
     /// Where the jobs' sinks send their answers, and where they arrive.
     answers: Sender<Answer>,
     answered: Receiver<Answer>,
-    /// The local futures of the jobs forwarded and not answered, by id:
-    /// `abort` stops one (killing the child if it runs).
-    running: HashMap<u64, Future<()>>,
+    /// The local futures of the jobs forwarded and not answered, by id,
+    /// with the generation of the pool running them: `abort` stops one
+    /// (killing the child if it runs).
+    running: HashMap<u64, (Future<()>, u64)>,
     out: Vec<u8>,
     results: Vec<u8>,
 }
@@ -210,8 +228,11 @@ impl Isolating<'_> {
                         args: ByteBuf::from(args.to_vec()),
                         check: |_| Ok(()),
                     };
-                    self.pool.shutdown(true, false);
-                    self.pool = local_pool(Some(init))?;
+                    let old = std::mem::replace(&mut self.pool, local_pool(Some(init))?);
+                    old.shutdown(false, false);
+                    self.retired.push((self.generation, old));
+                    self.generation += 1;
+                    self.drop_idle_pools();
                 }
                 let outcome = outcome.map(|()| Bytes::new(&self.results));
                 send(
@@ -258,7 +279,7 @@ impl Isolating<'_> {
                             },
                             items: items.to_vec(),
                         };
-                        self.running.insert(id, future);
+                        self.running.insert(id, (future, self.generation));
                         if let Err(e) = self.pool.dispatch(payload, Box::new(sink), timeout) {
                             // The sink, dropped, answers with its own
                             // error; say why here.
@@ -279,9 +300,17 @@ impl Isolating<'_> {
     /// kills (and replaces) the child running it. Its answer follows.
     fn abort(&mut self, id: u64) {
         // Gone already: it was answered, and rank 0 ignores the answer.
-        if let Some(future) = self.running.get(&id) {
+        if let Some((future, _)) = self.running.get(&id) {
             future.abort();
         }
+    }
+
+    /// Drops the retired pools none of whose jobs waits for an answer (so
+    /// that dropping, which waits for the child, is quick).
+    fn drop_idle_pools(&mut self) {
+        let running = &self.running;
+        self.retired
+            .retain(|(generation, _)| running.values().any(|(_, g)| g == generation));
     }
 
     /// Sends every answer that came back; true if there was one.
@@ -295,7 +324,11 @@ impl Isolating<'_> {
     }
 
     fn send_answer(&mut self, answer: Answer) -> Result<(), String> {
-        self.running.remove(&answer.id);
+        if let Some((_, generation)) = self.running.remove(&answer.id) {
+            if generation != self.generation {
+                self.drop_idle_pools();
+            }
+        }
         let results = match answer.outcome {
             Ok(results) => results,
             // Its child was killed: rank 0 knows the deadline it set (or
