@@ -480,6 +480,13 @@ impl Worker {
         self.options.heartbeat * 5
     }
 
+    /// How long (ms) a running job's state key lives from now: its TTL,
+    /// and at least the time it takes to reclaim the job's entry after this
+    /// worker dies (its deliveries count then).
+    fn state_ttl(&self, ttl: u64) -> u64 {
+        ttl.max(2 * self.reclaim_idle().as_millis() as u64)
+    }
+
     fn hold(&self, runner: usize) -> std::sync::MutexGuard<'_, Vec<String>> {
         self.held[runner].lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -812,7 +819,7 @@ impl Worker {
             .arg(&self.keys.tasks)
             .arg(consumer)
             // Until the first heartbeat refreshes it (see `running`).
-            .arg(ttl.max(2 * self.reclaim_idle().as_millis() as u64))
+            .arg(self.state_ttl(ttl))
             .arg(max_deliveries)
             .arg(&entry.id)
             .query(c)?;
@@ -985,14 +992,13 @@ impl Worker {
             .arg("PX")
             .arg(self.reclaim_idle().as_millis() as u64)
             .ignore();
-        // A running job's state outlives its TTL while this worker lives,
-        // and the time it takes to reclaim its entry after it dies (its
-        // deliveries count then).
-        let floor = 2 * self.reclaim_idle().as_millis() as u64;
         for slot in &self.running {
             let job = slot.lock().unwrap_or_else(|e| e.into_inner()).clone();
             if let Some((state, ttl)) = job {
-                pipe.cmd("PEXPIRE").arg(state).arg(ttl.max(floor)).ignore();
+                pipe.cmd("PEXPIRE")
+                    .arg(state)
+                    .arg(self.state_ttl(ttl))
+                    .ignore();
             }
         }
         for (runner, consumer) in self.consumers.iter().enumerate() {

@@ -40,6 +40,13 @@ impl<'a> Serializer<'a> {
         Ok(())
     }
 
+    /// The `len` fields of a struct, tuple struct or variant: their count,
+    /// which the reader checks, then a [`Fields`] that checks it too.
+    fn fields<'s>(&'s mut self, len: usize) -> Result<Fields<'s, 'a>, Error> {
+        self.count(len)?;
+        Ok(Fields::new(self, len))
+    }
+
     /// A sequence or map of `len` elements (if known): its count, then a
     /// [`Counted`] that checks (or, for an unknown length, patches) it.
     fn counted<'s>(&'s mut self, len: Option<usize>) -> Result<Counted<'s, 'a>, Error> {
@@ -285,8 +292,7 @@ impl<'s, 'a> ser::Serializer for &'s mut Serializer<'a> {
         _name: &'static str,
         len: usize,
     ) -> Result<Fields<'s, 'a>, Error> {
-        self.count(len)?;
-        Ok(Fields::new(self, len))
+        self.fields(len)
     }
     #[inline]
     fn serialize_tuple_variant(
@@ -297,8 +303,7 @@ impl<'s, 'a> ser::Serializer for &'s mut Serializer<'a> {
         len: usize,
     ) -> Result<Fields<'s, 'a>, Error> {
         self.count(index as usize)?;
-        self.count(len)?;
-        Ok(Fields::new(self, len))
+        self.fields(len)
     }
     #[inline]
     fn serialize_map(self, len: Option<usize>) -> Result<Counted<'s, 'a>, Error> {
@@ -306,8 +311,7 @@ impl<'s, 'a> ser::Serializer for &'s mut Serializer<'a> {
     }
     #[inline]
     fn serialize_struct(self, _name: &'static str, len: usize) -> Result<Fields<'s, 'a>, Error> {
-        self.count(len)?;
-        Ok(Fields::new(self, len))
+        self.fields(len)
     }
     #[inline]
     fn serialize_struct_variant(
@@ -318,8 +322,7 @@ impl<'s, 'a> ser::Serializer for &'s mut Serializer<'a> {
         len: usize,
     ) -> Result<Fields<'s, 'a>, Error> {
         self.count(index as usize)?;
-        self.count(len)?;
-        Ok(Fields::new(self, len))
+        self.fields(len)
     }
     fn is_human_readable(&self) -> bool {
         false
